@@ -1,0 +1,53 @@
+"""Small helpers the e2e tests share: per-cluster API clients and workload builders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+
+from suanli.devenv import federation
+from suanli.devenv.manifests import GPU_RESOURCE, RUN_DURATION_ANNOTATION
+
+
+@dataclass
+class Cluster:
+    """API clients for one cluster of the federation."""
+
+    info: federation.ClusterInfo
+    api: client.ApiClient
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @property
+    def batch(self) -> client.BatchV1Api:
+        return client.BatchV1Api(self.api)
+
+
+def gpu_job(name: str, gpus: int, run_duration: str | None) -> dict[str, Any]:
+    """A batch Job of one pod asking ``gpus`` GPUs, running ``run_duration`` under kwok."""
+    annotations = {RUN_DURATION_ANNOTATION: run_duration} if run_duration else {}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"annotations": annotations},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "train",
+                            "image": "registry.example/train:1",
+                            "resources": {"limits": {GPU_RESOURCE: str(gpus)}},
+                        }
+                    ],
+                },
+            },
+        },
+    }

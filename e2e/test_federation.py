@@ -1,0 +1,244 @@
+"""The local federation acts like real GPU clusters: capacity, scheduling, lifecycle, webhooks."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import http.server
+import json
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from e2e.kube import Cluster, gpu_job
+from suanli.certs import generate_webhook_certificates
+from suanli.devenv import federation
+from suanli.devenv.manifests import GPU_RESOURCE
+from suanli.devenv.providers import is_alive
+from suanli.devenv.toolchain import Toolchain
+from suanli.devenv.topology import L40S, ClusterSpec, FederationSpec, NodePool, default_federation
+from suanli.devenv.waiting import TIMEOUTS, wait_for
+
+
+def job_pods(cluster: Cluster, namespace: str, job: str) -> list[Any]:
+    return cluster.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
+
+
+def test_members_report_configured_gpu_capacity(clusters: dict[str, Cluster]) -> None:
+    expected = {member.name: member for member in default_federation(2).members}
+    for name, spec in expected.items():
+        nodes = clusters[name].core.list_node(label_selector="nvidia.com/gpu.present=true").items
+        by_name = {node.metadata.name: node for node in nodes}
+        want = {
+            f"{spec.name}-{pool.name}-{i}": pool
+            for pool in spec.node_pools
+            for i in range(pool.count)
+        }
+        assert set(by_name) == set(want), f"{name}: nodes differ"
+        for node_name, pool in want.items():
+            node = by_name[node_name]
+            assert node.status.allocatable[GPU_RESOURCE] == str(pool.gpus_per_node)
+            assert node.status.capacity[GPU_RESOURCE] == str(pool.gpus_per_node)
+            assert node.metadata.labels["nvidia.com/gpu.product"] == pool.gpu.product
+            assert node.metadata.labels["nvidia.com/gpu.count"] == str(pool.gpus_per_node)
+            assert node.metadata.labels["nvidia.com/gpu.memory"] == str(pool.gpu.memory_mib)
+            ready = {c.type: c.status for c in node.status.conditions}
+            assert ready.get("Ready") == "True", f"{node_name} not Ready"
+    # The hub has control-plane duties only: no GPU nodes.
+    assert clusters["hub"].core.list_node(label_selector="nvidia.com/gpu.present=true").items == []
+
+
+def test_gpu_job_is_bound_to_a_gpu_node_runs_its_duration_and_completes(
+    clusters: dict[str, Cluster], namespace: str
+) -> None:
+    member = clusters["member-a"]
+    member.batch.create_namespaced_job(namespace, gpu_job("train", gpus=2, run_duration="4s"))
+
+    def running_pod() -> Any:
+        pods = job_pods(member, namespace, "train")
+        return pods[0] if pods and pods[0].status.phase == "Running" else None
+
+    pod = wait_for(running_pod, timeout=TIMEOUTS.pod_scheduled, what="the job's pod to run")
+    node = member.core.read_node(pod.spec.node_name)
+    assert int(node.status.allocatable[GPU_RESOURCE]) >= 2
+    scheduled = {c.type: c for c in pod.status.conditions}
+    assert scheduled["PodScheduled"].status == "True"
+
+    def complete() -> Any:
+        job = member.batch.read_namespaced_job_status("train", namespace)
+        conditions = {c.type: c for c in job.status.conditions or []}
+        if "Failed" in conditions and conditions["Failed"].status == "True":
+            pytest.fail(f"job failed: {conditions['Failed'].message}")
+        done = conditions.get("Complete")
+        return job if done is not None and done.status == "True" else None
+
+    job = wait_for(complete, timeout=TIMEOUTS.job_complete, what="the job to complete")
+    assert job.status.succeeded == 1
+    pod = member.core.read_namespaced_pod(pod.metadata.name, namespace)
+    assert pod.status.phase == "Succeeded"
+    terminated = pod.status.container_statuses[0].state.terminated
+    ran_for = terminated.finished_at - pod.status.start_time
+    # The annotated duration, not "at once" (timestamps have one-second resolution).
+    assert ran_for >= datetime.timedelta(seconds=3), ran_for
+
+
+def test_job_asking_more_gpus_than_any_node_has_stays_unschedulable(
+    clusters: dict[str, Cluster], namespace: str
+) -> None:
+    member = clusters["member-a"]
+    member.batch.create_namespaced_job(namespace, gpu_job("too-big", gpus=9, run_duration="1s"))
+
+    def unschedulable() -> Any:
+        pods = job_pods(member, namespace, "too-big")
+        if not pods:
+            return None
+        conditions = {c.type: c for c in pods[0].status.conditions or []}
+        scheduled = conditions.get("PodScheduled")
+        if scheduled is not None and scheduled.status == "False":
+            return pods[0], scheduled
+        return None
+
+    pod, scheduled = wait_for(
+        unschedulable, timeout=TIMEOUTS.pod_scheduled, what="the scheduler to reject the pod"
+    )
+    assert scheduled.reason == "Unschedulable"
+    assert f"Insufficient {GPU_RESOURCE}" in scheduled.message
+    assert pod.status.phase == "Pending"
+    assert pod.spec.node_name is None
+
+
+class _DenyingWebhook(http.server.BaseHTTPRequestHandler):
+    """Denies ConfigMaps whose name starts with "denied-"; allows everything else."""
+
+    def do_POST(self) -> None:
+        review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        request = review["request"]
+        denied = request["name"].startswith("denied-")
+        response = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "response": {
+                "uid": request["uid"],
+                "allowed": not denied,
+                "status": {"code": 403, "message": "denied by the e2e webhook"},
+            },
+        }
+        body = json.dumps(response).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@pytest.fixture
+def denying_webhook(tmp_path: Path) -> Iterator[tuple[int, bytes]]:
+    certificates = generate_webhook_certificates(tmp_path)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DenyingWebhook)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificates.cert_file, certificates.key_file)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    try:
+        yield server.server_address[1], certificates.ca_pem
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_hub_calls_validating_admission_webhooks(
+    clusters: dict[str, Cluster], namespace: str, denying_webhook: tuple[int, bytes]
+) -> None:
+    port, ca_pem = denying_webhook
+    hub = clusters["hub"]
+    admission = client.AdmissionregistrationV1Api(hub.api)
+    name = f"e2e-deny-{namespace}"
+    admission.create_validating_webhook_configuration(
+        {
+            "metadata": {"name": name},
+            "webhooks": [
+                {
+                    "name": "deny.e2e.suanli.io",
+                    "admissionReviewVersions": ["v1"],
+                    "sideEffects": "None",
+                    "failurePolicy": "Fail",
+                    "timeoutSeconds": 5,
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": namespace}
+                    },
+                    "rules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE"],
+                            "resources": ["configmaps"],
+                        }
+                    ],
+                    "clientConfig": {
+                        "url": f"https://127.0.0.1:{port}/validate",
+                        "caBundle": base64.b64encode(ca_pem).decode(),
+                    },
+                }
+            ],
+        }
+    )
+    try:
+        # The configuration takes effect once the API server's informer has seen it.
+        def denied() -> str | None:
+            try:
+                hub.core.create_namespaced_config_map(
+                    namespace, {"metadata": {"name": "denied-probe"}}
+                )
+            except ApiException as error:
+                return str(error.body) if error.status == 403 else None
+            hub.core.delete_namespaced_config_map("denied-probe", namespace)
+            return None
+
+        message = wait_for(denied, timeout=TIMEOUTS.condition_stable, what="the webhook to deny")
+        assert "denied by the e2e webhook" in message
+        hub.core.create_namespaced_config_map(namespace, {"metadata": {"name": "allowed"}})
+    finally:
+        admission.delete_validating_webhook_configuration(name)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_down_leaves_no_process_and_no_port(toolchain: Toolchain) -> None:
+    name = "e2e-down"
+    small = FederationSpec(
+        members=(
+            ClusterSpec(
+                name="solo", node_pools=(NodePool(name="l40s", count=1, gpus_per_node=4, gpu=L40S),)
+            ),
+        )
+    )
+    state = federation.up(small, toolchain, name=name, log=print)
+    try:
+        provider_pids = {
+            c.provider_name: federation.cluster_pids(state, c, toolchain) for c in state.clusters
+        }
+        ports = [federation.api_port(c.kubeconfig) for c in state.clusters]
+        assert all(provider_pids.values()), provider_pids
+        assert all(_port_open(port) for port in ports)
+    finally:
+        federation.down(name, toolchain, log=print)
+    leftover = [pid for pids in provider_pids.values() for pid in pids if is_alive(pid)]
+    assert leftover == []
+    assert not any(_port_open(port) for port in ports)
+    assert federation.load_state(name) is None

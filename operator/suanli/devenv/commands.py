@@ -1,0 +1,116 @@
+"""``suanli dev ...``: the local federation for demos, development and the e2e tests."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from suanli.devenv import federation
+from suanli.devenv.toolchain import COMPONENTS, ensure_toolchain, toolchain_paths
+from suanli.devenv.topology import default_federation, load_federation
+
+
+def register(subparsers: Any) -> None:
+    dev = subparsers.add_parser(
+        "dev",
+        help="run a local federation (hub + member clusters) on this machine",
+        description="A local federation of real control planes with simulated GPU nodes.",
+    )
+    commands = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
+
+    up = commands.add_parser(
+        "up",
+        help="build the toolchain if needed, then start the hub and members",
+        description=(
+            "Start a hub and member clusters as local processes (kwok provider) or in Docker "
+            "(kind provider), with GPU nodes, and print where their kubeconfigs are. "
+            "Running it again keeps what is already up."
+        ),
+    )
+    _add_name(up)
+    up.add_argument("--members", type=int, default=2, help="built-in members to start (1-3)")
+    up.add_argument("--config", type=Path, help="YAML federation layout (overrides --members)")
+    up.add_argument(
+        "--provider",
+        choices=("kwok", "kind"),
+        default="kwok",
+        help="kwok: local processes, no container engine (default); kind: needs Docker",
+    )
+    up.set_defaults(handler=_up)
+
+    down = commands.add_parser("down", help="stop every process of the federation")
+    _add_name(down)
+    down.set_defaults(handler=_down)
+
+    status = commands.add_parser("status", help="show clusters, kubeconfigs and memory use")
+    _add_name(status)
+    status.set_defaults(handler=_status)
+
+    toolchain = commands.add_parser(
+        "toolchain",
+        help="build (or reuse) etcd, Kubernetes, kwok and helm from their Go modules",
+    )
+    toolchain.add_argument("--print-path", action="store_true", help="print the PATH entries")
+    toolchain.set_defaults(handler=_toolchain)
+
+
+def _add_name(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--name",
+        default=federation.DEFAULT_NAME,
+        help=f"federation name; several can run side by side (default {federation.DEFAULT_NAME})",
+    )
+
+
+def _say(message: str) -> None:
+    print(f"[suanli dev] {message}", file=sys.stderr, flush=True)
+
+
+def _up(args: argparse.Namespace) -> int:
+    spec = load_federation(args.config) if args.config else default_federation(args.members)
+    toolchain = ensure_toolchain()
+    state = federation.up(spec, toolchain, name=args.name, provider_name=args.provider, log=_say)
+    _print_state(state)
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    federation.down(args.name, log=_say)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    state = federation.load_state(args.name)
+    if state is None:
+        _say(f"federation {args.name!r} is not up; start it with `suanli dev up`")
+        return 1
+    _print_state(state)
+    memory = federation.resident_memory_bytes(state, toolchain_paths())
+    for cluster, used in memory.items():
+        print(f"{cluster:<12} resident memory {used / 2**20:8.1f} MiB")
+    print(f"{'total':<12} resident memory {sum(memory.values()) / 2**20:8.1f} MiB")
+    return 0
+
+
+def _print_state(state: federation.FederationState) -> None:
+    print(f"federation {state.name} ({state.provider})")
+    for cluster in state.clusters:
+        gpus = ", ".join(f"{count} {model}" for model, count in cluster.gpus.items()) or "no GPUs"
+        print(f"  {cluster.name:<10} {cluster.role:<6} {cluster.region:<18} {gpus}")
+        print(f"  {'':<10} KUBECONFIG={cluster.kubeconfig}")
+    bin_dir = toolchain_paths().kubectl.parent
+    print(f"\nUse the built kubectl: export PATH={bin_dir}:$PATH")
+    print(f"Then e.g.: kubectl --kubeconfig {state.hub.kubeconfig} get nodes")
+
+
+def _toolchain(args: argparse.Namespace) -> int:
+    tools = ensure_toolchain()
+    if args.print_path:
+        print(":".join(str(d) for d in tools.bin_dirs))
+    else:
+        for component in COMPONENTS:
+            for binary in component.binaries:
+                print(f"{binary:<24} {component.version:<9} {component.path(binary)}")
+    return 0
