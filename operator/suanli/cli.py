@@ -18,6 +18,7 @@ from suanli.errors import UserFacingError
 # Explicit list (no discovery): the order is the order of `suanli --help`.
 COMMAND_MODULES: tuple[str, ...] = (
     "suanli.devenv.commands",
+    "suanli.api.commands",
 )
 
 

@@ -1,0 +1,333 @@
+"""MemberCluster: a GPU cluster of one provider, joined to the hub.
+
+The cluster admin registers a member with a kubeconfig (in a Secret), its region and provider,
+and the price per GPU-hour of each GPU model it offers; the price list is also the list of
+models the hub will place jobs on. The operator probes the member's API server, reads its GPU
+telemetry and keeps the per-model inventory in status, from which the dispatcher picks.
+
+MemberCluster is cluster-scoped: members are shared by all tenants.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Final, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field
+
+from suanli.api.common import (
+    DEFAULT_CURRENCY,
+    DNS_SUBDOMAIN_PATTERN,
+    MONEY_HELP,
+    ApiModel,
+    Condition,
+    Currency,
+    DNSLabel,
+    DNSSubdomain,
+    GPUModel,
+    Money,
+    ObjectMeta,
+    Timestamp,
+    conditions_field,
+    is_dns_label,
+    set_field,
+)
+from suanli.api.meta import AGE_COLUMN, KindInfo, PrinterColumn
+from suanli.api.validation import FieldError, duplicate_errors
+
+DEFAULT_GPU_RESOURCE: Final = "nvidia.com/gpu"
+DEFAULT_KUBECONFIG_KEY: Final = "kubeconfig"
+MAX_PRICES: Final = 32
+MAX_TELEMETRY_ENDPOINTS: Final = 16
+MAX_GPUS_PER_MEMBER: Final = 1_000_000
+
+# An extended resource name must carry a domain prefix: "nvidia.com/gpu", "amd.com/gpu".
+GPU_RESOURCE_PATTERN: Final = (
+    DNS_SUBDOMAIN_PATTERN.removesuffix("$") + r"/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+SECRET_KEY_PATTERN: Final = r"^[-._a-zA-Z0-9]+$"
+URL_PATTERN: Final = r"^https?://[^\s/?#]+[^\s]*$"
+URL_MAX: Final = 2048
+
+TelemetryURL = Annotated[str, Field(pattern=URL_PATTERN, max_length=URL_MAX)]
+
+
+class SecretKeyReference(ApiModel):
+    """A key of a Secret in a named namespace."""
+
+    name: DNSSubdomain = Field(description="name is the Secret's name.")
+    namespace: DNSLabel = Field(
+        description="namespace is the Secret's namespace, usually the operator's own "
+        "(suanli-system): the operator needs read access to it.",
+    )
+    key: str = Field(
+        DEFAULT_KUBECONFIG_KEY,
+        min_length=1,
+        max_length=253,
+        pattern=SECRET_KEY_PATTERN,
+        description="key is the Secret data key that holds the kubeconfig. Defaults to kubeconfig.",
+    )
+
+
+class GPUPrice(ApiModel):
+    """The price of one GPU model on this member."""
+
+    gpu_model: GPUModel = Field(
+        description='gpuModel is the GPU model this price is for, e.g. "H100".',
+    )
+    price_per_gpu_hour: Money = Field(
+        alias="pricePerGPUHour",
+        description="pricePerGPUHour is what one GPU of this model costs for one hour, in the "
+        f"member's currency, {MONEY_HELP}; above 0. Use is charged by the second.",
+    )
+
+
+class MemberClusterSpec(ApiModel):
+    """How to reach the member, where it is and what its GPUs cost."""
+
+    kubeconfig_secret_ref: SecretKeyReference = Field(
+        description="kubeconfigSecretRef points at the Secret key holding a kubeconfig for "
+        "the member's API server.",
+    )
+    region: DNSLabel = Field(
+        description='region is where the member is, e.g. "shanghai-pudong"; jobs can ask for '
+        "regions in spec.placement.regions.",
+    )
+    provider: DNSLabel | None = Field(
+        None,
+        description="provider names the organisation running the member, for people and metrics.",
+    )
+    gpu_resource_name: str = Field(
+        DEFAULT_GPU_RESOURCE,
+        max_length=253,
+        pattern=GPU_RESOURCE_PATTERN,
+        description="gpuResourceName is the extended resource the member's nodes advertise "
+        "GPUs as. Defaults to nvidia.com/gpu.",
+    )
+    currency: Currency = Field(
+        DEFAULT_CURRENCY,
+        description="currency is the ISO 4217 code of the prices; only vouchers in the same "
+        "currency pay for this member. Defaults to CNY.",
+    )
+    prices: list[GPUPrice] = Field(
+        min_length=1,
+        max_length=MAX_PRICES,
+        description="prices lists the price per GPU-hour of each GPU model the member offers, "
+        "1 to 32 entries, one per model. GPUs of a model without a price get no jobs.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["gpuModel"],
+        },
+    )
+    telemetry_endpoints: list[TelemetryURL] = set_field(
+        "telemetryEndpoints lists http(s) URLs of GPU metrics endpoints (suanli's exporter or "
+        "dcgm-exporter, Prometheus text format), at most 16 of at most 2048 characters. "
+        "Without one, only the member's API server view of its GPUs is used.",
+        MAX_TELEMETRY_ENDPOINTS,
+    )
+    cordoned: bool = Field(
+        False,
+        description="cordoned, when true, stops new jobs from being placed on the member; "
+        "jobs already there run on. Defaults to false.",
+    )
+
+    def price_of(self, gpu_model: str) -> Decimal | None:
+        """The price per GPU-hour of ``gpu_model``, or ``None`` if the member does not offer it."""
+        return next(
+            (price.price_per_gpu_hour for price in self.prices if price.gpu_model == gpu_model),
+            None,
+        )
+
+
+class GPUInventory(ApiModel):
+    """The member's GPUs of one model."""
+
+    model: GPUModel = Field(description="model is the GPU model counted here.")
+    total: int = Field(
+        ge=0,
+        le=MAX_GPUS_PER_MEMBER,
+        description="total is the number of GPUs of this model the member's nodes report "
+        "(capacity), in GPUs.",
+    )
+    allocatable: int = Field(
+        ge=0,
+        le=MAX_GPUS_PER_MEMBER,
+        description="allocatable is the GPUs of this model on schedulable nodes, in GPUs.",
+    )
+    free: int = Field(
+        ge=0,
+        le=MAX_GPUS_PER_MEMBER,
+        description="free is allocatable minus GPUs requested by live pods and minus GPUs the "
+        "telemetry shows busy, in GPUs.",
+    )
+    busy: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_GPUS_PER_MEMBER,
+        description="busy is the GPUs of this model the telemetry shows in use, in GPUs.",
+    )
+    utilization_percent: int | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="utilizationPercent is the mean utilization of these GPUs, in percent, "
+        "0 to 100.",
+    )
+
+
+class MemberClusterStatus(ApiModel):
+    """What the operator last saw of the member; written by the operator only."""
+
+    observed_generation: int | None = Field(
+        None,
+        ge=0,
+        description="observedGeneration is the metadata.generation the status reflects.",
+    )
+    gpus: list[GPUInventory] = Field(
+        default_factory=list,
+        max_length=MAX_PRICES,
+        description="gpus counts the member's GPUs per model, at most 32 models.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["model"],
+        },
+    )
+    total_gpus: int | None = Field(
+        None,
+        alias="totalGPUs",
+        ge=0,
+        description="totalGPUs is the sum of gpus[].total, in GPUs.",
+    )
+    free_gpus: int | None = Field(
+        None,
+        alias="freeGPUs",
+        ge=0,
+        description="freeGPUs is the sum of gpus[].free, in GPUs.",
+    )
+    utilization_percent: int | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="utilizationPercent is the mean utilization of all the member's GPUs, in "
+        "percent, 0 to 100.",
+    )
+    last_heartbeat_time: Timestamp | None = Field(
+        None,
+        description="lastHeartbeatTime is when the member's API server last answered (RFC 3339).",
+    )
+    last_telemetry_time: Timestamp | None = Field(
+        None,
+        description="lastTelemetryTime is when a telemetry endpoint was last read (RFC 3339).",
+    )
+    conditions: list[Condition] = conditions_field(
+        "conditions are Ready, Reachable and TelemetryFresh; see their reasons."
+    )
+
+
+class MemberCluster(ApiModel):
+    """A GPU cluster joined to the hub, with its prices and live GPU inventory."""
+
+    api_version: Literal["suanli.io/v1alpha1"] = Field(
+        "suanli.io/v1alpha1", description="apiVersion is suanli.io/v1alpha1."
+    )
+    kind: Literal["MemberCluster"] = Field("MemberCluster", description="kind is MemberCluster.")
+    metadata: ObjectMeta = Field(
+        default_factory=ObjectMeta, description="metadata is the standard object metadata."
+    )
+    spec: MemberClusterSpec = Field(
+        description="spec says how to reach the member and what it costs."
+    )
+    status: MemberClusterStatus = Field(
+        default_factory=MemberClusterStatus,
+        description="status is the member's observed state; written by the operator only.",
+    )
+
+
+KIND_INFO: Final = KindInfo(
+    kind="MemberCluster",
+    plural="memberclusters",
+    scope="Cluster",
+    short_names=("mc",),
+    printer_columns=(
+        PrinterColumn(
+            "Ready",
+            "string",
+            '.status.conditions[?(@.type=="Ready")].status',
+            "Whether the member takes new jobs.",
+        ),
+        PrinterColumn("Region", "string", ".spec.region", "Where the member is."),
+        PrinterColumn("Free", "integer", ".status.freeGPUs", "GPUs free for new jobs."),
+        PrinterColumn("Total", "integer", ".status.totalGPUs", "GPUs in the member."),
+        AGE_COLUMN,
+        PrinterColumn("Provider", "string", ".spec.provider", "Who runs it.", priority=1),
+        PrinterColumn("Cordoned", "boolean", ".spec.cordoned", "No new jobs.", priority=1),
+        PrinterColumn(
+            "Utilization", "integer", ".status.utilizationPercent", "Mean GPU %.", priority=1
+        ),
+        PrinterColumn("Heartbeat", "date", ".status.lastHeartbeatTime", "Last answer.", priority=1),
+    ),
+)
+
+
+def validate_membercluster(member: MemberCluster) -> list[FieldError]:
+    """The rules of a MemberCluster that its schema cannot express.
+
+    When the object carries a status (on update, the API server passes the stored one along),
+    every GPU model the member reports must keep a price: removing the price of a model in use
+    would leave its GPUs unpriceable.
+    """
+    spec = member.spec
+    errors: list[FieldError] = []
+    name = member.metadata.name
+    if name is not None and not is_dns_label(name):
+        errors.append(
+            FieldError(
+                "metadata.name",
+                "must be a DNS-1123 label (lower-case letters, digits and '-', at most 63), "
+                "because it is written into labels on the hub and the member",
+            )
+        )
+    models = [price.gpu_model for price in spec.prices]
+    errors += [
+        FieldError(f"{error.path}.gpuModel", error.message)
+        for error in duplicate_errors("spec.prices", models, "GPU model")
+    ]
+    errors += [
+        FieldError(f"spec.prices[{index}].pricePerGPUHour", "must be greater than 0")
+        for index, price in enumerate(spec.prices)
+        if price.price_per_gpu_hour <= 0
+    ]
+    offered = [gpus.model for gpus in member.status.gpus if gpus.total > 0]
+    errors += [
+        FieldError(
+            "spec.prices",
+            f"no price for GPU model {model!r}, which the member offers (status.gpus); add an "
+            f"entry with gpuModel {model!r}",
+        )
+        for model in offered
+        if model not in models
+    ]
+    errors += duplicate_errors(
+        "spec.telemetryEndpoints", spec.telemetry_endpoints, "telemetry endpoint"
+    )
+    for index, url in enumerate(spec.telemetry_endpoints):
+        problem = _url_problem(url)
+        if problem:
+            errors.append(FieldError(f"spec.telemetryEndpoints[{index}]", problem))
+    return errors
+
+
+def _url_problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        return f"not a valid URL: {error}"
+    if parts.scheme not in ("http", "https"):
+        return "must be an http or https URL"
+    if not parts.hostname:
+        return "must name a host"
+    if port == 0:
+        return "port must be between 1 and 65535"
+    return None
