@@ -19,6 +19,7 @@ from suanli.errors import UserFacingError
 COMMAND_MODULES: tuple[str, ...] = (
     "suanli.devenv.commands",
     "suanli.api.commands",
+    "suanli.telemetry.commands",
 )
 
 
