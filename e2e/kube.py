@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,7 @@ from kubernetes import client
 
 from suanli.devenv import federation
 from suanli.devenv.manifests import GPU_RESOURCE, RUN_DURATION_ANNOTATION
+from suanli.devenv.toolchain import toolchain_paths
 
 
 @dataclass
@@ -51,3 +53,16 @@ def gpu_job(name: str, gpus: int, run_duration: str | None) -> dict[str, Any]:
             },
         },
     }
+
+
+def kubectl(
+    cluster: Cluster, *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run the toolchain's kubectl against one cluster, as a user at a terminal would."""
+    command = [str(toolchain_paths().kubectl), "--kubeconfig", cluster.info.kubeconfig, *args]
+    result = subprocess.run(
+        command, input=stdin, capture_output=True, text=True, timeout=60, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+    return result

@@ -1,0 +1,150 @@
+"""The custom resources on a real API server: install, explain, apply, refuse, print."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from e2e.kube import Cluster, kubectl
+from suanli.devenv.waiting import TIMEOUTS, wait_for
+
+REPO = Path(__file__).parent.parent
+CRDS = REPO / "crds"
+EXAMPLES = REPO / "examples"
+
+
+@pytest.fixture(scope="module")
+def hub(clusters: dict[str, Cluster]) -> Iterator[Cluster]:
+    """The hub with suanli's CRDs installed and Established."""
+    hub = clusters["hub"]
+    kubectl(hub, "apply", "--server-side", "-f", str(CRDS))
+    extensions = client.ApiextensionsV1Api(hub.api)
+
+    def established() -> bool:
+        crds = [
+            c
+            for c in extensions.list_custom_resource_definition().items
+            if c.spec.group == "suanli.io"
+        ]
+        return len(crds) == 3 and all(
+            any(k.type == "Established" and k.status == "True" for k in c.status.conditions or [])
+            for c in crds
+        )
+
+    wait_for(established, timeout=TIMEOUTS.api_ready, what="suanli's CRDs to be Established")
+    yield hub
+
+
+def test_crds_install_with_short_names_and_category(hub: Cluster) -> None:
+    resources = kubectl(hub, "api-resources", "--api-group=suanli.io", "-o", "wide").stdout
+    lines = {line.split()[0]: line for line in resources.splitlines()[1:]}
+    assert "cjob" in lines["computejobs"] and "true" in lines["computejobs"]  # namespaced
+    assert "vq" in lines["voucherquotas"]
+    assert "mc" in lines["memberclusters"] and "false" in lines["memberclusters"]
+    assert all("suanli" in line for line in lines.values())
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("computejob.spec", "replicas is the number of pods in the gang"),
+        ("computejob.spec.maxRuntime", "maxRuntime is the longest the job may run"),
+        ("computejob.spec.placement.policy", "policy chooses among the clusters"),
+        ("voucherquota.spec.limits.maxGPUsPerJob", "maxGPUsPerJob caps replicas x gpusPerReplica"),
+        ("membercluster.spec.prices", "pricePerGPUHour"),
+    ],
+)
+def test_kubectl_explain_shows_the_field_descriptions(
+    hub: Cluster, path: str, expected: str
+) -> None:
+    assert expected in " ".join(kubectl(hub, "explain", path).stdout.split())
+
+
+@pytest.fixture
+def examples_applied(hub: Cluster) -> Iterator[None]:
+    # The chart creates suanli-system; the examples' kubeconfig Secrets live there.
+    kubectl(hub, "create", "namespace", "suanli-system", check=False)
+    kubectl(hub, "apply", "-f", str(EXAMPLES))
+    try:
+        yield
+    finally:
+        kubectl(hub, "delete", "--wait=false", "--ignore-not-found", "-f", str(EXAMPLES))
+
+
+def test_examples_apply_and_kubectl_prints_their_columns(
+    hub: Cluster, examples_applied: None
+) -> None:
+    jobs = kubectl(hub, "get", "cjob", "-n", "tenant-acme").stdout
+    assert jobs.split("\n")[0].split() == ["NAME", "PHASE", "GPUS", "CLUSTER", "COST", "AGE"]
+    assert {"notebook-smoke-test", "llm-finetune", "batch-inference"} <= {
+        line.split()[0] for line in jobs.splitlines()[1:]
+    }
+    vouchers = kubectl(hub, "get", "vq", "-n", "tenant-acme").stdout
+    assert vouchers.split("\n")[0].split() == [
+        "NAME",
+        "AMOUNT",
+        "SPENT",
+        "RESERVED",
+        "REMAINING",
+        "EXPIRES",
+        "AGE",
+    ]
+    assert "acme-2026" in vouchers
+    members = kubectl(hub, "get", "mc").stdout
+    header = members.split("\n")[0].split()
+    assert header[:3] == ["NAME", "READY", "REGION"] and header[-1] == "AGE"
+    assert {"member-a", "member-b"} <= {line.split()[0] for line in members.splitlines()[1:]}
+    # One word lists them all: the suanli category.
+    everything = kubectl(hub, "get", "suanli", "-A").stdout
+    for name in (
+        "computejob.suanli.io/llm-finetune",
+        "voucherquota.suanli.io/acme-2026",
+        "membercluster.suanli.io/member-a",
+    ):
+        assert name in everything
+
+
+def _example_job() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(
+        (EXAMPLES / "30-computejob-single-gpu.yaml").read_text()
+    )
+    document["metadata"] = {"name": "bad-job", "namespace": "default"}
+    return document
+
+
+def _broken(change: str) -> dict[str, Any]:
+    job = copy.deepcopy(_example_job())
+    if change == "negative-gpus":
+        job["spec"]["gpusPerReplica"] = -2
+    elif change == "unknown-top-level-field":
+        job["colour"] = "blue"
+    elif change == "malformed-duration":
+        job["spec"]["maxRuntime"] = "ten minutes"
+    elif change == "missing-template":
+        del job["spec"]["template"]
+    return job
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "says"),
+    [
+        ("negative-gpus", "spec.gpusPerReplica", "should be greater than or equal to 1"),
+        ("unknown-top-level-field", "colour", "unknown field"),
+        ("malformed-duration", "spec.maxRuntime", "should match"),
+        ("missing-template", "spec.template", "Required value"),
+    ],
+)
+def test_invalid_manifests_are_refused_naming_the_field(
+    hub: Cluster, change: str, field: str, says: str
+) -> None:
+    result = kubectl(hub, "apply", "-f", "-", stdin=yaml.safe_dump(_broken(change)), check=False)
+    assert result.returncode != 0, f"{change} was accepted"
+    assert field in result.stderr and says in result.stderr, result.stderr
+    listed = kubectl(hub, "get", "cjob", "bad-job", "-n", "default", "--ignore-not-found").stdout
+    assert listed == ""
