@@ -6,6 +6,7 @@ import base64
 import datetime
 import http.server
 import json
+import os
 import socket
 import ssl
 import threading
@@ -219,6 +220,25 @@ def _port_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _listeners(port: int) -> list[str]:
+    """Command lines of the processes listening on ``port`` (from /proc: Linux only)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            listening = fields[3] == "0A"
+            if listening and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    owners = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) in inodes for fd in fd_dir.iterdir()):
+                owners.append((fd_dir.parent / "cmdline").read_text().replace("\0", " "))
+        except OSError:
+            continue
+    return owners
+
+
 def test_down_leaves_no_process_and_no_port(toolchain: Toolchain) -> None:
     name = "e2e-down"
     small = FederationSpec(
@@ -236,9 +256,13 @@ def test_down_leaves_no_process_and_no_port(toolchain: Toolchain) -> None:
         ports = [federation.api_port(c.kubeconfig) for c in state.clusters]
         assert all(provider_pids.values()), provider_pids
         assert all(_port_open(port) for port in ports)
+        # The check below can see our own processes holding a port.
+        assert all(any(state.directory in o for o in _listeners(port)) for port in ports)
     finally:
         federation.down(name, toolchain, log=print)
     leftover = [pid for pids in provider_pids.values() for pid in pids if is_alive(pid)]
     assert leftover == []
-    assert not any(_port_open(port) for port in ports)
+    # A port may be taken again by an unrelated process at once; none of ours may hold one.
+    for port in ports:
+        assert not any(state.directory in owner for owner in _listeners(port)), port
     assert federation.load_state(name) is None
