@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Final, Literal
 
 from pydantic import Field
@@ -40,7 +41,10 @@ from suanli.api.meta import AGE_COLUMN, KindInfo, PrinterColumn
 from suanli.api.validation import FieldError, duplicate_errors
 
 MAX_CONCURRENT_GPUS: Final = 100_000
-MAX_CONCURRENT_JOBS: Final = 10_000
+MAX_CONCURRENT_JOBS: Final = 5_000
+# Holds of unfinished jobs plus tombstones of finished ones awaiting the recount; about 115
+# bytes each, so the status stays well inside etcd's 1.5 MiB object limit.
+MAX_LEDGER_ENTRIES: Final = 8_000
 MAX_ALLOWED_CLUSTERS: Final = 64
 MAX_ALLOWED_GPU_MODELS: Final = 32
 
@@ -67,7 +71,7 @@ class VoucherLimits(ApiModel):
         None,
         ge=1,
         le=MAX_CONCURRENT_JOBS,
-        description="maxConcurrentJobs caps the voucher's admitted, unfinished jobs, 1 to 10000.",
+        description="maxConcurrentJobs caps the voucher's admitted, unfinished jobs, 1 to 5000.",
     )
     max_runtime: Duration | None = Field(
         None,
@@ -125,6 +129,56 @@ class VoucherQuotaSpec(ApiModel):
         return self.amount + self.credit_line
 
 
+class LedgerEntryState(StrEnum):
+    """Where a job's money stands on the voucher."""
+
+    RESERVED = "Reserved"
+    CHARGED = "Charged"
+    RELEASED = "Released"
+
+
+class LedgerEntry(ApiModel):
+    """One job's hold or charge on the voucher."""
+
+    job: str = Field(
+        max_length=317,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$",
+        description="job is the ComputeJob as namespace/name.",
+    )
+    state: LedgerEntryState = Field(
+        description="state is Reserved (held, not yet charged), Charged or Released."
+    )
+    hold: Money = Field(description="hold is the worst-case amount reserved at admission.")
+    gpus: int = Field(ge=0, le=MAX_GPUS_PER_JOB, description="gpus is the GPUs the job holds.")
+    charged: Money | None = Field(
+        None, description="charged is what the job was charged, once Charged."
+    )
+    metered: Money | None = Field(
+        None,
+        description="metered is the metered cost when it exceeded the hold (the charge is "
+        "capped at the hold).",
+    )
+    reserved_at: Timestamp | None = Field(
+        None, description="reservedAt is when the hold was made (RFC 3339)."
+    )
+
+
+class VoucherLedger(ApiModel):
+    """The voucher's per-job holds and charges: the record admission and charging write."""
+
+    format: int = Field(1, ge=1, le=1, description="format is the layout version, 1.")
+    settled: Money = Field(
+        description="settled is the sum of charges whose jobs no longer exist (kept so that "
+        "deleting a finished job never refunds it)."
+    )
+    entries: list[LedgerEntry] = Field(
+        default_factory=list,
+        max_length=MAX_LEDGER_ENTRIES,
+        description="entries lists each job's hold or charge, sorted by job, at most 8000.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+
+
 class VoucherQuotaStatus(ApiModel):
     """The voucher's balances as the operator keeps them; written by the operator only."""
 
@@ -165,6 +219,11 @@ class VoucherQuotaStatus(ApiModel):
     )
     conditions: list[Condition] = conditions_field(
         "conditions are Active, Expired and Exhausted; see their reasons."
+    )
+    ledger: VoucherLedger | None = Field(
+        None,
+        description="ledger is the operator's per-job record of holds and charges, from which "
+        "reserved and spent are computed; written by the operator only.",
     )
 
 

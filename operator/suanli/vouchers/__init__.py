@@ -1,0 +1,88 @@
+"""Compute vouchers: pricing, admission limits, reservation and charging rules.
+
+Pure decision code: no Kubernetes I/O, no kopf. Handlers read objects, call these functions
+and write what they return.
+
+* :mod:`~suanli.vouchers.pricing`: price offers from MemberClusters, a job's worst case
+  (rounded up) and its actual charge (rounded half up), GPU-seconds.
+* :mod:`~suanli.vouchers.limits`: :func:`evaluate`, the admission decision with every failing
+  limit and a message that says by how much.
+* :mod:`~suanli.vouchers.ledger`: the immutable :class:`Ledger` of one voucher (reserve, settle
+  exactly once, release) and its JSON form for the voucher's status.
+* :mod:`~suanli.vouchers.batch`: :func:`commit_batch`, deciding a voucher's queued requests
+  together for one status write.
+* :mod:`~suanli.vouchers.recount`: :func:`recount`, releasing leaked holds by looking at the
+  ComputeJobs that exist; :func:`rebuild`, a ledger from job statuses alone.
+* :mod:`~suanli.vouchers.refusals`: :class:`RefusalReason` and :class:`Refusal`.
+
+The intended admission flow, per voucher::
+
+    offers = offers_from_members(members)
+    decision = evaluate(job, voucher, offers, ledger, now)    # dry-run stops here
+    # queue decision.request with the voucher's other pending requests, then
+    result = commit_batch(ledger, queued_requests)            # on a write conflict: re-read
+    write result.ledger.to_dict() and result.ledger.status_summary() to the voucher status
+"""
+
+from suanli.vouchers.batch import BatchDecision, BatchResult, commit_batch
+from suanli.vouchers.keys import job_key, voucher_key
+from suanli.vouchers.ledger import (
+    EntryState,
+    JobEntry,
+    Ledger,
+    LedgerError,
+    NotReservedError,
+    ReservationRefusedError,
+    ReservationRequest,
+    VoucherTerms,
+    empty_ledger,
+)
+from suanli.vouchers.limits import Allowed, Decision, Refused, check_voucher_limits, evaluate
+from suanli.vouchers.pricing import (
+    PriceOffer,
+    WorstCase,
+    charge_for,
+    eligible_offers,
+    gpu_seconds,
+    offers_from_members,
+    price_worst_case,
+    worst_case_cost,
+)
+from suanli.vouchers.recount import RecountResult, entry_from_job, rebuild, recount
+from suanli.vouchers.refusals import Refusal, RefusalReason
+
+__all__ = [
+    "Allowed",
+    "BatchDecision",
+    "BatchResult",
+    "Decision",
+    "EntryState",
+    "JobEntry",
+    "Ledger",
+    "LedgerError",
+    "NotReservedError",
+    "PriceOffer",
+    "RecountResult",
+    "Refusal",
+    "RefusalReason",
+    "Refused",
+    "ReservationRefusedError",
+    "ReservationRequest",
+    "VoucherTerms",
+    "WorstCase",
+    "charge_for",
+    "check_voucher_limits",
+    "commit_batch",
+    "eligible_offers",
+    "empty_ledger",
+    "entry_from_job",
+    "evaluate",
+    "gpu_seconds",
+    "job_key",
+    "offers_from_members",
+    "price_worst_case",
+    "rebuild",
+    "recount",
+    "voucher_key",
+    "worst_case_cost",
+]
