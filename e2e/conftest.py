@@ -2,7 +2,9 @@
 
 One federation (hub + 2 members, kwok provider) serves the whole session; it is started from the
 project's own toolchain and stopped at the end, and the session fails if any of its processes
-outlives it. Each test gets fresh namespaces so tests never see each other's objects.
+outlives it. Each test gets fresh namespaces so tests never see each other's objects. suanli's
+CRDs and RBAC roles are installed once; the operator runs as a real process when a test asks
+for it.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from kubernetes import client
 
 from e2e.kube import Cluster
-from suanli.devenv import federation
+from suanli.devenv import federation, install
+from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.toolchain import Toolchain, ensure_toolchain
 from suanli.devenv.topology import default_federation
+from suanli.devenv.waiting import TIMEOUTS, wait_for
 
 E2E_FEDERATION = "e2e"
 
@@ -50,6 +55,51 @@ def clusters(fed: federation.FederationState) -> Iterator[dict[str, Cluster]]:
     finally:
         for cluster in opened.values():
             cluster.api.close()
+
+
+@pytest.fixture(scope="session")
+def hub(clusters: dict[str, Cluster]) -> Cluster:
+    """The hub with suanli's CRDs (Established), RBAC roles and system namespace installed."""
+    hub = clusters["hub"]
+    install.install_api(hub.api)
+    return hub
+
+
+@pytest.fixture(scope="session")
+def members_joined(hub: Cluster, fed: federation.FederationState) -> list[str]:
+    """A MemberCluster on the hub for each member, with its real kubeconfig in a Secret."""
+    install.join_members(hub.api, fed.members)
+    return [member.name for member in fed.members]
+
+
+@pytest.fixture(scope="session")
+def operator(
+    hub: Cluster, members_joined: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The operator, running; tests that stop it must start it again before they end."""
+    process = OperatorProcess(
+        hub.info.kubeconfig,
+        tmp_path_factory.mktemp("operator"),
+        "--recount-interval",
+        "3",
+        "--hold-grace",
+        "5",
+    )
+    process.start()
+    admission = client.AdmissionregistrationV1Api(hub.api)
+    wait_for(
+        lambda: any(
+            c.metadata.name == "suanli.io"
+            for c in admission.list_validating_webhook_configuration().items
+        ),
+        timeout=TIMEOUTS.api_ready,
+        what="the operator to register its webhook",
+    )
+    try:
+        yield process
+    finally:
+        process.stop()
+        print(process.log()[-3000:])
 
 
 @pytest.fixture

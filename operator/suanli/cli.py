@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "suanli.devenv.commands",
     "suanli.api.commands",
     "suanli.telemetry.commands",
+    "suanli.handlers.commands",
 )
 
 

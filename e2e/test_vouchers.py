@@ -1,0 +1,275 @@
+"""Vouchers enforced at admission by the real webhook: exact under concurrency, self-healing."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from e2e.kube import Cluster, kubectl
+from suanli.devenv.operator_process import OperatorProcess
+from suanli.devenv.waiting import TIMEOUTS, wait_for
+
+GROUP, VERSION = "suanli.io", "v1alpha1"
+# The most any test job can cost per GPU-hour: the H100 price of install.DEFAULT_PRICES.
+TOP_PRICE = Decimal("28.00")
+
+
+def voucher(name: str, amount: str, **spec: Any) -> dict[str, Any]:
+    now = datetime.datetime.now(datetime.UTC)
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "VoucherQuota",
+        "metadata": {"name": name},
+        "spec": {
+            "amount": amount,
+            "currency": "CNY",
+            "validFrom": (now - datetime.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "validUntil": (now + datetime.timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **spec,
+        },
+    }
+
+
+def job(name: str, voucher_name: str, gpus: int = 1, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ComputeJob",
+        "metadata": {"name": name},
+        "spec": {
+            "gpusPerReplica": gpus,
+            "maxRuntime": "1h",
+            "voucherRef": {"name": voucher_name},
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "main", "image": "registry.example/train:1"}],
+                }
+            },
+            **spec,
+        },
+    }
+
+
+class Api:
+    def __init__(self, hub: Cluster, namespace: str) -> None:
+        self.custom = client.CustomObjectsApi(hub.api)
+        self.namespace = namespace
+
+    def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, plural, body
+        )
+        return result
+
+    def get(self, plural: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, plural, name
+        )
+        return result
+
+    def status(self, voucher_name: str) -> dict[str, Any]:
+        return self.get("voucherquotas", voucher_name).get("status") or {}
+
+
+def refusal(call: Callable[[], Any], status: int = 403) -> str:
+    """The API server's message for a create that must be refused with ``status``."""
+    with pytest.raises(ApiException) as error:
+        call()
+    assert error.value.status == status, error.value
+    return str(error.value.body)
+
+
+@pytest.fixture
+def api(hub: Cluster, namespace: str, operator: OperatorProcess) -> Api:
+    return Api(hub, namespace)
+
+
+def wait_reserved(api: Api, voucher_name: str, expected: Decimal, what: str) -> dict[str, Any]:
+    def settled() -> dict[str, Any] | None:
+        status = api.status(voucher_name)
+        return status if Decimal(status.get("reserved", "-1")) == expected else None
+
+    result: dict[str, Any] = wait_for(settled, timeout=TIMEOUTS.condition_stable, what=what)
+    return result
+
+
+def test_concurrent_creates_admit_exactly_what_the_voucher_affords(api: Api) -> None:
+    # One job: 1 GPU for 1h at the top price = 28.00. The voucher affords 37 and a half.
+    estimate = TOP_PRICE
+    affordable = 37
+    amount = estimate * affordable + estimate / 2
+    api.create("voucherquotas", voucher("burst", f"{amount:.2f}"))
+    submissions = 120
+
+    def submit(index: int) -> str | None:
+        try:
+            api.create("computejobs", job(f"job-{index:03d}", "burst"))
+        except ApiException as error:
+            return str(error.body)
+        return None
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        outcomes = list(pool.map(submit, range(submissions)))
+    refused = [message for message in outcomes if message is not None]
+    assert submissions - len(refused) == affordable
+    for message in refused:
+        assert "voucher" in message and "burst" in message, message
+        assert "short by 14.00 CNY" in message, message
+    status = wait_reserved(api, "burst", estimate * affordable, "the reservations to be recorded")
+    assert status["activeJobs"] == affordable
+    stored = api.custom.list_namespaced_custom_object(GROUP, VERSION, api.namespace, "computejobs")
+    assert len(stored["items"]) == affordable
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("expired", "expired"),
+        ("too-many-gpus", "allows at most 4 GPUs per job"),
+        ("excluded-model", "L40S"),
+        ("other-namespace", "does not exist in namespace"),
+    ],
+)
+def test_each_limit_is_refused_with_its_own_message(
+    api: Api, hub: Cluster, case: str, expected: str
+) -> None:
+    limits = {"maxGPUsPerJob": 4}
+    api.create(
+        "voucherquotas",
+        voucher("strict", "100000.00", limits=limits, allowedGPUModels=["H100", "A800"]),
+    )
+    if case == "expired":
+        past = voucher("old", "100000.00")
+        past["spec"]["validFrom"] = "2025-01-01T00:00:00Z"
+        past["spec"]["validUntil"] = "2025-12-31T00:00:00Z"
+        api.create("voucherquotas", past)
+        message = refusal(lambda: api.create("computejobs", job("j", "old")))
+    elif case == "too-many-gpus":
+        message = refusal(lambda: api.create("computejobs", job("j", "strict", gpus=8)))
+    elif case == "excluded-model":
+        message = refusal(lambda: api.create("computejobs", job("j", "strict", gpuModels=["L40S"])))
+    else:
+        elsewhere = f"{api.namespace}-other"
+        hub.core.create_namespace({"metadata": {"name": elsewhere}})
+        try:
+            Api(hub, elsewhere).create("voucherquotas", voucher("theirs", "100000.00"))
+            message = refusal(lambda: api.create("computejobs", job("j", "theirs")))
+        finally:
+            hub.core.delete_namespace(elsewhere)
+    assert expected in message, message
+    status = api.status("strict")
+    assert Decimal(status.get("reserved", "0")) == 0
+
+
+def test_dry_run_reserves_nothing(api: Api) -> None:
+    api.create("voucherquotas", voucher("dry", "1000.00"))
+    api.custom.create_namespaced_custom_object(
+        GROUP, VERSION, api.namespace, "computejobs", job("probe", "dry"), dry_run="All"
+    )
+    wait_for(
+        lambda: "ledger" in api.status("dry"),
+        timeout=TIMEOUTS.condition_stable,
+        what="the voucher's first status",
+    )
+    assert Decimal(api.status("dry")["reserved"]) == 0
+
+
+def test_cost_deciding_fields_are_immutable(api: Api) -> None:
+    api.create("voucherquotas", voucher("fixed", "1000.00"))
+    api.create("computejobs", job("train", "fixed"))
+    patch = {"spec": {"gpusPerReplica": 2}}
+    with pytest.raises(ApiException) as error:
+        api.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, api.namespace, "computejobs", "train", patch
+        )
+    assert "spec.gpusPerReplica: cannot change after admission" in str(error.value.body)
+    # Priority only reorders the queue: allowed.
+    api.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, api.namespace, "computejobs", "train", {"spec": {"priority": 5}}
+    )
+
+
+def test_a_tenant_cannot_modify_its_voucher(api: Api, hub: Cluster) -> None:
+    api.create("voucherquotas", voucher("mine", "1000.00"))
+    hub.core.create_namespaced_service_account(api.namespace, {"metadata": {"name": "tenant"}})
+    client.RbacAuthorizationV1Api(hub.api).create_namespaced_role_binding(
+        api.namespace,
+        {
+            "metadata": {"name": "tenant"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "suanli-tenant",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": api.namespace}],
+        },
+    )
+    tenant = f"--as=system:serviceaccount:{api.namespace}:tenant"
+    ns = f"--namespace={api.namespace}"
+    assert "mine" in kubectl(hub, tenant, ns, "get", "voucherquotas").stdout
+    patched = kubectl(
+        hub,
+        tenant,
+        ns,
+        "patch",
+        "vq",
+        "mine",
+        "--type=merge",
+        "-p",
+        '{"spec":{"amount":"999999.00"}}',
+        check=False,
+    )
+    assert patched.returncode != 0 and "forbidden" in patched.stderr.lower(), patched.stderr
+    deleted = kubectl(hub, tenant, ns, "delete", "vq", "mine", check=False)
+    assert deleted.returncode != 0 and "forbidden" in deleted.stderr.lower()
+    # What the tenant role is for still works: submitting a job.
+    kubectl(hub, tenant, ns, "create", "-f", "-", stdin=json.dumps(job("mine-job", "mine")))
+
+
+def test_webhook_down_refuses_and_recount_restores_the_ledger(
+    api: Api, operator: OperatorProcess
+) -> None:
+    api.create("voucherquotas", voucher("steady", "1000.00"))
+    for index in range(3):
+        api.create("computejobs", job(f"kept-{index}", "steady"))
+    before = wait_reserved(api, "steady", TOP_PRICE * 3, "three holds")["reserved"]
+
+    operator.kill()
+    try:
+        # An unreachable webhook fails closed: the API server answers 500 and stores nothing.
+        message = refusal(
+            lambda: api.create("computejobs", job("while-down", "steady")), status=500
+        )
+        assert "computejob-admission.suanli.io" in message, message
+        # A hold whose create never reached etcd (as if the API server failed after admission):
+        # the recount must release it and leave the real ones alone.
+        voucher_body = api.get("voucherquotas", "steady")
+        ledger = voucher_body["status"]["ledger"]
+        ledger["entries"].append(
+            {
+                "job": f"{api.namespace}/never-stored",
+                "state": "Reserved",
+                "hold": "100.00",
+                "gpus": 1,
+                "reservedAt": "2026-01-01T00:00:00Z",
+            }
+        )
+        ledger["entries"].sort(key=lambda entry: entry["job"])
+        voucher_body["status"]["reserved"] = f"{TOP_PRICE * 3 + 100:.2f}"
+        api.custom.replace_namespaced_custom_object_status(
+            GROUP, VERSION, api.namespace, "voucherquotas", "steady", voucher_body
+        )
+    finally:
+        operator.start()
+    after = wait_reserved(api, "steady", TOP_PRICE * 3, "the recount to release the leaked hold")
+    assert after["reserved"] == before
+    jobs = {entry["job"] for entry in after["ledger"]["entries"]}
+    assert jobs == {f"{api.namespace}/kept-{index}" for index in range(3)}

@@ -1,0 +1,131 @@
+"""Put suanli on a local federation's hub: CRDs, RBAC roles, members, as an admin would.
+
+Used by `suanli dev up`, the e2e tests and the benchmarks, so all three run the same setup.
+"""
+
+from __future__ import annotations
+
+import base64
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from suanli.api.crdgen import generate
+from suanli.api.meta import GROUP, VERSION
+from suanli.devenv.federation import ClusterInfo
+from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.rbac import all_roles
+
+SYSTEM_NAMESPACE: Final = "suanli-system"
+# Prices per GPU-hour on the local members, in CNY: H100 dearest, so it bounds worst cases.
+DEFAULT_PRICES: Final = {"H100": "28.00", "H200": "32.00", "A800": "22.00", "L40S": "9.50"}
+
+
+def _create_or_patch(create: Any, patch: Any, name: str, body: dict[str, Any]) -> None:
+    try:
+        create(body)
+    except ApiException as error:
+        if error.status != 409:
+            raise
+        patch(name, body)
+
+
+def install_api(api: client.ApiClient) -> None:
+    """CRDs (as generated from the models), wait until Established; roles; system namespace."""
+    crds = [yaml.safe_load(text) for text in generate().values()]
+    extensions = client.ApiextensionsV1Api(api)
+    for crd in crds:
+        try:
+            extensions.create_custom_resource_definition(crd)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            existing = extensions.read_custom_resource_definition(crd["metadata"]["name"])
+            crd["metadata"]["resourceVersion"] = existing.metadata.resource_version
+            extensions.replace_custom_resource_definition(crd["metadata"]["name"], crd)
+
+    def established() -> bool:
+        for crd in crds:
+            found = extensions.read_custom_resource_definition(crd["metadata"]["name"])
+            conditions = {c.type: c.status for c in found.status.conditions or []}
+            if conditions.get("Established") != "True":
+                return False
+        return True
+
+    wait_for(established, timeout=TIMEOUTS.api_ready, what="suanli's CRDs to be Established")
+    rbac = client.RbacAuthorizationV1Api(api)
+    for role in all_roles():
+        _create_or_patch(
+            rbac.create_cluster_role, rbac.patch_cluster_role, role["metadata"]["name"], role
+        )
+    try:
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": SYSTEM_NAMESPACE}})
+    except ApiException as error:
+        if error.status != 409:
+            raise
+
+
+def member_cluster(
+    member: ClusterInfo, secret: str, prices: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The MemberCluster object for a local member, priced per GPU model it has."""
+    table = prices or DEFAULT_PRICES
+    return {
+        "apiVersion": "suanli.io/v1alpha1",
+        "kind": "MemberCluster",
+        "metadata": {"name": member.name},
+        "spec": {
+            "region": member.region,
+            "provider": "local",
+            "kubeconfigSecretRef": {
+                "name": secret,
+                "namespace": SYSTEM_NAMESPACE,
+                "key": "kubeconfig",
+            },
+            "prices": [
+                {"gpuModel": model, "pricePerGPUHour": table[model]} for model in member.gpus
+            ],
+        },
+    }
+
+
+def join_members(
+    api: client.ApiClient, members: list[ClusterInfo], prices: dict[str, str] | None = None
+) -> None:
+    """A kubeconfig Secret and a MemberCluster on the hub for each member (idempotent)."""
+    core = client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    for member in members:
+        # The name examples/1x-membercluster-*.yaml use, so applying an example and then joining
+        # the real member leaves the example's MemberCluster pointing at a working kubeconfig.
+        secret = f"{member.name}-kubeconfig"
+        kubeconfig = Path(member.kubeconfig).read_bytes()
+        _create_or_patch(
+            lambda body: core.create_namespaced_secret(SYSTEM_NAMESPACE, body),
+            lambda name, body: core.patch_namespaced_secret(name, SYSTEM_NAMESPACE, body),
+            secret,
+            {
+                "metadata": {"name": secret, "namespace": SYSTEM_NAMESPACE},
+                "data": {"kubeconfig": base64.b64encode(kubeconfig).decode()},
+            },
+        )
+        _create_or_patch(
+            lambda body: custom.create_cluster_custom_object(
+                GROUP, VERSION, "memberclusters", body
+            ),
+            lambda name, body: custom.patch_cluster_custom_object(
+                GROUP, VERSION, "memberclusters", name, body
+            ),
+            member.name,
+            member_cluster(member, secret, prices),
+        )
+
+
+def examples_dir() -> Path | None:
+    """The repository's examples/, when running from a checkout."""
+    candidate = Path(str(resources.files("suanli"))).parent.parent / "examples"
+    return candidate if candidate.is_dir() else None

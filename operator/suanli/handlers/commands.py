@@ -1,0 +1,91 @@
+"""``suanli run``: start the operator against a hub cluster."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from suanli.handlers.options import OperatorOptions
+
+
+def register(subparsers: Any) -> None:
+    run = subparsers.add_parser(
+        "run",
+        help="run the operator (admission webhook, vouchers, dispatch) against a hub",
+        description=(
+            "Run the suanli operator. Outside a cluster it serves its admission webhook on "
+            "https://HOST:PORT with a certificate it generates, and keeps the "
+            "ValidatingWebhookConfiguration pointing there."
+        ),
+    )
+    defaults = OperatorOptions()
+    run.add_argument(
+        "--kubeconfig",
+        default=os.environ.get("KUBECONFIG"),
+        help="hub kubeconfig (default: $KUBECONFIG, else the in-cluster service account)",
+    )
+    run.add_argument("--webhook-host", default=defaults.webhook_host, help="address to serve on")
+    run.add_argument("--webhook-port", type=int, default=defaults.webhook_port)
+    run.add_argument(
+        "--webhook-cert-dir",
+        type=Path,
+        help="directory with tls.crt, tls.key and ca.crt; generated there when missing "
+        "(default: a private temporary directory)",
+    )
+    run.add_argument(
+        "--managed-webhook-config",
+        default=defaults.managed_webhook_config,
+        help="name of the ValidatingWebhookConfiguration to keep current; '' when the Helm "
+        "chart manages it",
+    )
+    run.add_argument(
+        "--recount-interval",
+        type=float,
+        default=defaults.recount_interval,
+        help="seconds between voucher ledger recounts (default %(default)s)",
+    )
+    run.add_argument(
+        "--hold-grace",
+        type=float,
+        default=defaults.hold_grace_seconds,
+        help="seconds before a reservation whose job never appeared is released "
+        "(default %(default)s)",
+    )
+    run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--metrics-port", type=int, default=None, help="Prometheus metrics port")
+    run.add_argument(
+        "--metrics-host", default=defaults.metrics_host, help="address for the metrics server"
+    )
+    run.add_argument(
+        "--peering",
+        default=None,
+        help="join this Kopf peering group (replicas pause for the highest priority); "
+        "default: standalone",
+    )
+    run.add_argument("--priority", type=int, default=0, help="peering priority")
+    run.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Imported here: loading the handlers registers them with Kopf, which only `run` wants.
+    from suanli.handlers import operator  # noqa: PLC0415
+
+    options = OperatorOptions(
+        kubeconfig=args.kubeconfig,
+        webhook_host=args.webhook_host,
+        webhook_port=args.webhook_port,
+        webhook_cert_dir=args.webhook_cert_dir,
+        managed_webhook_config=args.managed_webhook_config or None,
+        recount_interval=args.recount_interval,
+        hold_grace_seconds=args.hold_grace,
+        peering=args.peering,
+        priority=args.priority,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+    )
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    operator.run(options, liveness_endpoint=args.liveness)
+    return 0

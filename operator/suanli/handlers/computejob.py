@@ -1,0 +1,102 @@
+"""ComputeJob handlers on the hub: record the admission in status, release on deletion.
+
+The hold itself was committed by the admission webhook before the job was stored; here the
+job's status is made to say so (voucher, reservation, worst case, GPUs), and deleting a job
+gives its reservation back. Dispatch to member clusters builds on this.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from suanli.api.common import ConditionStatus, format_duration, format_money, set_condition
+from suanli.api.computejob import ComputeJob, JobPhase
+from suanli.api.meta import GROUP, VERSION
+from suanli.api.reasons import JobConditionType, JobReason
+from suanli.api.voucherquota import VoucherQuota
+from suanli.handlers.runtime import Runtime
+from suanli.vouchers.keys import job_key
+from suanli.vouchers.ledger import EntryState, Ledger, VoucherTerms
+
+
+async def _holding_voucher(runtime: Runtime, job: ComputeJob) -> tuple[VoucherQuota, Ledger] | None:
+    """The voucher whose ledger holds this job, found by the job's key."""
+    key = job_key(job)
+    for body in await runtime.hub.list("voucherquotas", job.metadata.namespace):
+        voucher = VoucherQuota.model_validate(body)
+        ledger = Ledger.from_dict(
+            VoucherTerms.from_voucher(voucher), (body.get("status") or {}).get("ledger")
+        )
+        if key in ledger.entries:
+            return voucher, ledger
+    return None
+
+
+@kopf.on.create(GROUP, VERSION, "computejobs", id="computejob-admitted")
+async def computejob_admitted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime = memo.runtime
+    job = ComputeJob.model_validate(dict(body))
+    now = datetime.now(UTC)
+    status = job.status
+    status.total_gpus = job.spec.total_gpus
+    status.observed_generation = job.metadata.generation
+    found = await _holding_voucher(runtime, job)
+    conditions = status.conditions
+    if found is None:
+        # Admitted while no hold was written cannot happen with the webhook in place; if the
+        # webhook was bypassed, say so rather than run the job unpaid.
+        status.phase = JobPhase.REJECTED
+        message = "No voucher holds a reservation for this job; it will not be dispatched."
+        set_condition(
+            conditions,
+            JobConditionType.RESERVED,
+            ConditionStatus.FALSE,
+            JobReason.VOUCHER_NOT_FOUND,
+            message,
+            now=now,
+        )
+    else:
+        voucher, ledger = found
+        entry = ledger.entries[job_key(job)]
+        status.voucher = voucher.metadata.name
+        status.reservation = entry.hold if entry.state is EntryState.RESERVED else None
+        status.estimated_cost = entry.hold
+        status.phase = status.phase or JobPhase.PENDING
+        message = (
+            f"Reserved {format_money(entry.hold)} {voucher.spec.currency} on voucher "
+            f"{voucher.metadata.name}: the worst case of {job.spec.total_gpus} GPU(s) for "
+            f"{format_duration(job.spec.max_runtime)} at the highest eligible price."
+        )
+        set_condition(
+            conditions,
+            JobConditionType.RESERVED,
+            ConditionStatus.TRUE,
+            JobReason.VOUCHER_RESERVED,
+            message,
+            now=now,
+        )
+    patch = {"status": status.model_dump(mode="json", by_alias=True, exclude_none=True)}
+    await runtime.hub.patch_status(
+        "computejobs", job.metadata.namespace, job.metadata.name or "", patch
+    )
+    await runtime.hub.event(
+        dict(body), reason=conditions[-1].reason, message=message, warning=found is None
+    )
+
+
+@kopf.on.delete(GROUP, VERSION, "computejobs", id="computejob-release")
+async def computejob_release(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime = memo.runtime
+    job = ComputeJob.model_validate(dict(body))
+    found = await _holding_voucher(runtime, job)
+    if found is None:
+        return
+    voucher = found[0]
+    key = job_key(job)
+    writer = runtime.ledger_writer(voucher.metadata.namespace or "", voucher.metadata.name or "")
+    # Release what is still held, then drop the entry (a charge stays in `spent`), so a new
+    # job of the same name can be admitted at once.
+    await writer.change(lambda ledger: ledger.release(key).forget(key))

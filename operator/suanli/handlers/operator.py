@@ -1,0 +1,113 @@
+"""Assemble and run the Kopf operator: settings, the webhook server, shared run-time state.
+
+Handler modules register themselves with Kopf when imported; they are imported here, by name,
+so the operator's surface is this list (no star imports, no discovery).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kopf
+import prometheus_client
+
+from suanli.certs import generate_webhook_certificates
+from suanli.handlers import admission, computejob, membercluster, voucherquota  # noqa: F401
+from suanli.handlers.options import OperatorOptions
+from suanli.handlers.runtime import Runtime
+from suanli.kube import Hub, load_api_client
+
+logger = logging.getLogger(__name__)
+
+ANNOTATION_PREFIX = "suanli.io"
+
+
+@dataclass(frozen=True)
+class _TLS:
+    certfile: Path
+    keyfile: Path
+    ca_pem: bytes
+
+
+def _webhook_tls(options: OperatorOptions) -> _TLS:
+    """Use the key pair in --webhook-cert-dir, or make one (with its CA) when there is none."""
+    directory = options.webhook_cert_dir or Path(tempfile.mkdtemp(prefix="suanli-webhook-"))
+    cert, key, ca = directory / "tls.crt", directory / "tls.key", directory / "ca.crt"
+    if not (cert.exists() and key.exists()):
+        hosts = tuple(dict.fromkeys((options.webhook_host, "127.0.0.1", "localhost")))
+        generate_webhook_certificates(directory, hosts=hosts)
+        logger.info("generated a webhook certificate for %s in %s", ", ".join(hosts), directory)
+    return _TLS(cert, key, ca.read_bytes() if ca.exists() else cert.read_bytes())
+
+
+@kopf.on.login()
+def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """Kopf connects with the same credentials as our own client (one source: --kubeconfig).
+
+    Kopf's own kubeconfig login reads $KUBECONFIG as the client library saw it at import time,
+    before `suanli run` could set it; handing over the loaded configuration avoids that.
+    """
+    runtime: Runtime = memo.runtime
+    configuration = runtime.hub.api.configuration
+    header = configuration.get_api_key_with_prefix(
+        "BearerToken"
+    ) or configuration.get_api_key_with_prefix("authorization")
+    scheme, _space, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or ("Bearer" if token else None),
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
+def build_settings(options: OperatorOptions) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    # Our CRD schemas have no room for Kopf's status fields: keep its bookkeeping in
+    # annotations under our own prefix, and our own finalizer name.
+    settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    # Handler log lines are not Events: tenants get the Events we write on purpose.
+    settings.posting.level = logging.ERROR
+    settings.execution.max_workers = 16
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+
+    tls = _webhook_tls(options)
+    settings.admission.server = kopf.WebhookServer(
+        addr=options.webhook_host,
+        port=options.webhook_port,
+        certfile=str(tls.certfile),
+        pkeyfile=str(tls.keyfile),
+        cadata=tls.ca_pem,
+    )
+    settings.admission.managed = options.managed_webhook_config
+    return settings
+
+
+def run(options: OperatorOptions, liveness_endpoint: str | None = None) -> None:
+    """Run until interrupted (SIGINT/SIGTERM)."""
+    runtime = Runtime(options=options, hub=Hub(load_api_client(options.kubeconfig)))
+    if options.metrics_port is not None:
+        prometheus_client.start_http_server(options.metrics_port, addr=options.metrics_host)
+    kopf.run(
+        settings=build_settings(options),
+        clusterwide=True,
+        standalone=options.peering is None,
+        peering_name=options.peering,
+        priority=options.priority,
+        liveness_endpoint=liveness_endpoint,
+        memo=kopf.Memo(runtime=runtime),
+    )

@@ -1,0 +1,31 @@
+"""The operator's run-time options, as `suanli run` takes them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    """Everything `suanli run` can be told; defaults suit a local federation."""
+
+    kubeconfig: str | None = None  # None: in-cluster service account
+    # The admission webhook server. Locally the API server calls https://127.0.0.1:PORT.
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = 9443
+    # Where the webhook's TLS key pair lives; generated (self-signed CA) when absent.
+    webhook_cert_dir: Path | None = None
+    # Name of the ValidatingWebhookConfiguration the operator keeps current; None when the Helm
+    # chart manages it (in a cluster, with a Service in front of the operator).
+    managed_webhook_config: str | None = "suanli.io"
+    # Seconds between recounts of every voucher's ledger from the ComputeJobs that exist.
+    recount_interval: float = 60.0
+    # A hold whose ComputeJob does not exist is released only after this many seconds, so a
+    # job admitted a moment ago (its create still on the way to etcd) keeps its reservation.
+    hold_grace_seconds: float = 60.0
+    # Peering: None runs standalone; a name joins that peering group with `priority`.
+    peering: str | None = None
+    priority: int = 0
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"

@@ -1,0 +1,60 @@
+"""State shared by the operator's handlers for the life of the process (Kopf's memo)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from suanli import metrics
+from suanli.handlers.ledger_writer import Committed, LedgerWriter
+from suanli.handlers.options import OperatorOptions
+from suanli.kube import Hub
+
+
+@dataclass
+class Runtime:
+    """One per operator process; handlers reach it as ``memo.runtime``."""
+
+    options: OperatorOptions
+    hub: Hub
+    # MemberCluster objects by name, as last seen by the watch (prices for admission).
+    members: dict[str, dict[str, Any]] = field(default_factory=dict)
+    writers: dict[tuple[str, str], LedgerWriter] = field(default_factory=dict)
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def ledger_writer(self, namespace: str, name: str) -> LedgerWriter:
+        key = (namespace, name)
+        writer = self.writers.get(key)
+        if writer is None:
+            writer = LedgerWriter(self.hub, namespace, name, on_commit=self._committed)
+            self.writers[key] = writer
+        return writer
+
+    def _committed(self, committed: Committed) -> None:
+        voucher, ledger = committed.voucher, committed.ledger
+        labels = {
+            "namespace": voucher.metadata.namespace or "",
+            "voucher": voucher.metadata.name or "",
+            "currency": voucher.spec.currency,
+        }
+        metrics.VOUCHER_RESERVED.labels(**labels).set(float(ledger.reserved))
+        metrics.VOUCHER_SPENT.labels(**labels).set(float(ledger.spent))
+        metrics.VOUCHER_REMAINING.labels(**labels).set(float(ledger.remaining))
+        metrics.LEDGER_WRITES.labels(labels["namespace"], labels["voucher"]).inc()
+        for condition in committed.changed_conditions:
+            self.spawn(
+                self.hub.event(
+                    voucher.model_dump(mode="json", by_alias=True),
+                    reason=condition.reason,
+                    message=f"{condition.type}={condition.status}: {condition.message}",
+                    # Inactive, expired or exhausted is news the tenant must act on.
+                    warning=(condition.type == "Active") != (condition.status == "True"),
+                )
+            )
+
+    def spawn(self, coroutine: Any) -> None:
+        """Run a fire-and-forget coroutine (an Event), keeping a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)

@@ -1,0 +1,87 @@
+"""VoucherQuota handlers: keep balances and conditions current, and recount the ledger.
+
+The recount is the ledger's self-healing (as the ResourceQuota controller recomputes usage):
+once at start-up and then every ``--recount-interval`` seconds, each voucher's ledger is checked
+against the ComputeJobs that exist; holds whose job never got stored are released after a
+grace period, and proven charges or releases missing from the ledger are applied. It runs as
+one background task for all vouchers rather than a Kopf timer per voucher, so its cost does not
+grow with a task per object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kopf
+
+from suanli.api.computejob import ComputeJob
+from suanli.api.meta import GROUP, VERSION
+from suanli.handlers.runtime import Runtime
+from suanli.vouchers.ledger import Ledger
+from suanli.vouchers.recount import recount
+
+logger = logging.getLogger(__name__)
+
+
+@kopf.on.resume(GROUP, VERSION, "voucherquotas", id="voucherquota-status")
+@kopf.on.create(GROUP, VERSION, "voucherquotas", id="voucherquota-status")
+@kopf.on.update(GROUP, VERSION, "voucherquotas", id="voucherquota-status", field="spec")
+async def voucherquota_status(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Write balances and conditions (a new voucher, a changed spec, an operator restart)."""
+    runtime: Runtime = memo.runtime
+    await runtime.ledger_writer(namespace or "", name).refresh()
+
+
+async def recount_voucher(runtime: Runtime, namespace: str, name: str) -> list[str]:
+    """Reconcile one voucher's ledger with the jobs of its namespace; the keys it fixed."""
+    jobs = [
+        ComputeJob.model_validate(body) for body in await runtime.hub.list("computejobs", namespace)
+    ]
+    grace = timedelta(seconds=runtime.options.hold_grace_seconds)
+    fixed: list[str] = []
+
+    def reconcile(ledger: Ledger) -> Ledger:
+        result = recount(ledger, jobs, now=datetime.now(UTC), grace=grace)
+        fixed[:] = [*result.released, *result.settled, *result.restored]
+        return result.ledger
+
+    # Through the writer, so the recount never races an admission on the same voucher; the
+    # write also refreshes conditions such as Expired as time passes.
+    await runtime.ledger_writer(namespace, name).change(reconcile)
+    if fixed:
+        logger.info("recount of voucher %s/%s fixed %s", namespace, name, ", ".join(fixed))
+    return fixed
+
+
+async def recount_all(runtime: Runtime) -> None:
+    for voucher in await runtime.hub.list("voucherquotas"):
+        metadata = voucher["metadata"]
+        try:
+            await recount_voucher(runtime, metadata["namespace"], metadata["name"])
+        except Exception:  # one broken voucher must not stop the others' recount
+            logger.exception(
+                "recount of voucher %s/%s failed", metadata["namespace"], metadata["name"]
+            )
+
+
+@kopf.on.startup()
+async def voucherquota_recount_loop(memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime = memo.runtime
+    await recount_all(runtime)  # before the webhook serves: a restart starts from a clean ledger
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(runtime.options.recount_interval)
+            await recount_all(runtime)
+
+    runtime.spawn(loop())
+
+
+@kopf.on.cleanup()
+async def voucherquota_recount_stop(memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime = memo.runtime
+    for task in list(runtime.background):
+        task.cancel()

@@ -1,0 +1,38 @@
+"""The operator's Prometheus metrics, defined once.
+
+Served on ``--metrics-port`` by prometheus-client's own HTTP server. Names follow Prometheus
+conventions: a ``suanli_`` prefix, base units (seconds), ``_total`` on counters.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ADMISSION_DECISIONS: Final = Counter(
+    "suanli_admission_decisions_total",
+    "ComputeJob admission decisions, by result (admitted, refused) and refusal reason.",
+    ["result", "reason"],
+)
+ADMISSION_SECONDS: Final = Histogram(
+    "suanli_admission_duration_seconds",
+    "Time to decide one ComputeJob admission inside the operator, reservation write included.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+VOUCHER_RESERVED: Final = Gauge(
+    "suanli_voucher_reserved", "Amount reserved on a voucher.", ["namespace", "voucher", "currency"]
+)
+VOUCHER_SPENT: Final = Gauge(
+    "suanli_voucher_spent", "Amount charged to a voucher.", ["namespace", "voucher", "currency"]
+)
+VOUCHER_REMAINING: Final = Gauge(
+    "suanli_voucher_remaining",
+    "Amount left on a voucher (credit line excluded).",
+    ["namespace", "voucher", "currency"],
+)
+LEDGER_WRITES: Final = Counter(
+    "suanli_voucher_ledger_writes_total",
+    "Voucher status writes, each committing a batch of ledger changes.",
+    ["namespace", "voucher"],
+)
