@@ -27,10 +27,9 @@ from suanli.api.membercluster import MemberCluster
 from suanli.api.meta import GROUP, VERSION
 from suanli.api.reasons import VoucherConditionType
 from suanli.api.validation import format_errors
-from suanli.api.voucherquota import VoucherQuota
 from suanli.handlers.runtime import Runtime
+from suanli.handlers.voucher_cache import ParsedVoucher, parse_voucher
 from suanli.kube import NotFoundError
-from suanli.vouchers.ledger import Ledger, VoucherTerms
 from suanli.vouchers.limits import Refused, evaluate
 from suanli.vouchers.pricing import offers_from_members
 
@@ -78,11 +77,8 @@ async def computejob_create(
     data = _object(body, namespace)
     _check_schema_rules(data)
     job = ComputeJob.model_validate(data)
-    voucher_body = await _find_voucher(runtime, job)
-    voucher = VoucherQuota.model_validate(voucher_body)
-    ledger = Ledger.from_dict(
-        VoucherTerms.from_voucher(voucher), (voucher_body.get("status") or {}).get("ledger")
-    )
+    found = await _find_voucher(runtime, job)
+    voucher, ledger, voucher_body = found.voucher, found.ledger, found.body
     members = [MemberCluster.model_validate(m) for m in runtime.members.values()]
     now = datetime.now(UTC)
     decision = evaluate(job, voucher, offers_from_members(members), ledger, now)
@@ -102,12 +98,18 @@ async def computejob_create(
     metrics.ADMISSION_SECONDS.observe(time.monotonic() - started)
 
 
-async def _find_voucher(runtime: Runtime, job: ComputeJob) -> dict[str, Any]:
+async def _find_voucher(runtime: Runtime, job: ComputeJob) -> ParsedVoucher:
     namespace = job.metadata.namespace or ""
     reference = job.spec.voucher_ref
     if reference is not None:
+        cached = runtime.vouchers.get(namespace, reference.name)
+        if cached is not None:
+            return cached
         try:
-            return await runtime.hub.get("voucherquotas", namespace, reference.name)
+            # Created a moment ago and not yet seen by the watch, perhaps.
+            body = await runtime.hub.get("voucherquotas", namespace, reference.name)
+            runtime.vouchers.put(body)
+            return parse_voucher(body)
         except NotFoundError:
             raise _deny(
                 f"spec.voucherRef: VoucherQuota {reference.name!r} does not exist in namespace "
@@ -116,13 +118,11 @@ async def _find_voucher(runtime: Runtime, job: ComputeJob) -> dict[str, Any]:
                 "VoucherNotFound",
             ) from None
     active = [
-        voucher
-        for voucher in await runtime.hub.list("voucherquotas", namespace)
-        if _is_active(voucher)
+        parsed for parsed in runtime.vouchers.in_namespace(namespace) if _is_active(parsed.body)
     ]
     if len(active) == 1:
         return active[0]
-    names = ", ".join(sorted(v["metadata"]["name"] for v in active)) or "none"
+    names = ", ".join(sorted(p.voucher.metadata.name or "" for p in active)) or "none"
     raise _deny(
         f"spec.voucherRef: not set, and namespace {namespace!r} has {len(active)} active "
         f"VoucherQuotas ({names}); name one in spec.voucherRef",

@@ -18,20 +18,24 @@ from suanli.api.meta import GROUP, VERSION
 from suanli.api.reasons import JobConditionType, JobReason
 from suanli.api.voucherquota import VoucherQuota
 from suanli.handlers.runtime import Runtime
+from suanli.handlers.voucher_cache import parse_voucher
 from suanli.vouchers.keys import job_key
-from suanli.vouchers.ledger import EntryState, Ledger, VoucherTerms
+from suanli.vouchers.ledger import EntryState, Ledger
 
 
 async def _holding_voucher(runtime: Runtime, job: ComputeJob) -> tuple[VoucherQuota, Ledger] | None:
     """The voucher whose ledger holds this job, found by the job's key."""
     key = job_key(job)
-    for body in await runtime.hub.list("voucherquotas", job.metadata.namespace):
-        voucher = VoucherQuota.model_validate(body)
-        ledger = Ledger.from_dict(
-            VoucherTerms.from_voucher(voucher), (body.get("status") or {}).get("ledger")
-        )
-        if key in ledger.entries:
-            return voucher, ledger
+    namespace = job.metadata.namespace or ""
+    for parsed in runtime.vouchers.in_namespace(namespace):
+        if key in parsed.ledger.entries:
+            return parsed.voucher, parsed.ledger
+    # The watch may not have delivered the write that holds this job yet: ask the API server.
+    for body in await runtime.hub.list("voucherquotas", namespace):
+        runtime.vouchers.put(body)
+        parsed = parse_voucher(body)
+        if key in parsed.ledger.entries:
+            return parsed.voucher, parsed.ledger
     return None
 
 

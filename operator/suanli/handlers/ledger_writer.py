@@ -24,10 +24,11 @@ from typing import Any, Final
 
 from suanli.api.common import Condition, ConditionStatus, set_condition
 from suanli.api.voucherquota import VoucherQuota
+from suanli.handlers.voucher_cache import VoucherCache, parse_voucher
 from suanli.kube import ConflictError, Hub, NotFoundError
 from suanli.vouchers.batch import BatchDecision, commit_batch
 from suanli.vouchers.conditions import voucher_conditions
-from suanli.vouchers.ledger import Ledger, ReservationRequest, VoucherTerms
+from suanli.vouchers.ledger import Ledger, ReservationRequest
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +66,13 @@ class LedgerWriter:
     def __init__(
         self,
         hub: Hub,
+        cache: VoucherCache,
         namespace: str,
         name: str,
         on_commit: Callable[[Committed], None] | None = None,
     ) -> None:
         self._hub = hub
+        self._cache = cache
         self._namespace = namespace
         self._name = name
         self._queue: list[_Item] = []
@@ -110,24 +113,24 @@ class LedgerWriter:
                         item.future.set_exception(error)
 
     async def _commit(self, batch: list[_Item]) -> None:
+        # The first attempt trusts the cached voucher (fed by the watch and by our own writes);
+        # if it is stale the write conflicts, and the retry reads it fresh.
+        parsed = self._cache.get(self._namespace, self._name)
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                body = await self._hub.get(PLURAL, self._namespace, self._name)
-            except NotFoundError as error:
-                raise VoucherGoneError(
-                    f"voucher {self._namespace}/{self._name}: {error}"
-                ) from error
-            voucher = VoucherQuota.model_validate(body)
+            if parsed is None:
+                parsed = parse_voucher(await self._read())
+            body, voucher = parsed.body, parsed.voucher
             status = body.get("status") or {}
-            ledger = Ledger.from_dict(VoucherTerms.from_voucher(voucher), status.get("ledger"))
-            ledger, results = _decide(batch, ledger)
+            ledger, results = _decide(batch, parsed.ledger)
             new_status, changed = _status_with(voucher, status, ledger, datetime.now(UTC))
             if new_status != status:
                 try:
-                    await self._hub.replace_status(PLURAL, {**body, "status": new_status})
+                    written = await self._hub.replace_status(PLURAL, {**body, "status": new_status})
                 except ConflictError:
                     logger.debug("voucher %s changed under us (attempt %d)", self._name, attempt)
+                    parsed = None
                     continue
+                self._cache.put(written)
                 if self._on_commit is not None:
                     self._on_commit(Committed(voucher, ledger, changed))
             _resolve(results)
@@ -136,6 +139,15 @@ class LedgerWriter:
             f"voucher {self._namespace}/{self._name} kept changing: gave up after "
             f"{MAX_ATTEMPTS} attempts to write its ledger"
         )
+
+    async def _read(self) -> dict[str, Any]:
+        try:
+            body = await self._hub.get(PLURAL, self._namespace, self._name)
+        except NotFoundError as error:
+            self._cache.forget(self._namespace, self._name)
+            raise VoucherGoneError(f"voucher {self._namespace}/{self._name}: {error}") from error
+        self._cache.put(body)
+        return body
 
 
 def _decide(batch: list[_Item], ledger: Ledger) -> tuple[Ledger, list[tuple[_Item, Any]]]:

@@ -9,6 +9,7 @@ from typing import Any
 from suanli import metrics
 from suanli.handlers.ledger_writer import Committed, LedgerWriter
 from suanli.handlers.options import OperatorOptions
+from suanli.handlers.voucher_cache import VoucherCache
 from suanli.kube import Hub
 
 
@@ -20,6 +21,8 @@ class Runtime:
     hub: Hub
     # MemberCluster objects by name, as last seen by the watch (prices for admission).
     members: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Every VoucherQuota, as last seen by the watch or written by us.
+    vouchers: VoucherCache = field(default_factory=VoucherCache)
     writers: dict[tuple[str, str], LedgerWriter] = field(default_factory=dict)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -27,7 +30,9 @@ class Runtime:
         key = (namespace, name)
         writer = self.writers.get(key)
         if writer is None:
-            writer = LedgerWriter(self.hub, namespace, name, on_commit=self._committed)
+            writer = LedgerWriter(
+                self.hub, self.vouchers, namespace, name, on_commit=self._committed
+            )
             self.writers[key] = writer
         return writer
 

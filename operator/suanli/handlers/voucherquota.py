@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -33,6 +33,19 @@ async def voucherquota_status(namespace: str | None, name: str, memo: kopf.Memo,
     """Write balances and conditions (a new voucher, a changed spec, an operator restart)."""
     runtime: Runtime = memo.runtime
     await runtime.ledger_writer(namespace or "", name).refresh()
+
+
+@kopf.on.event(GROUP, VERSION, "voucherquotas")
+async def voucherquota_event(
+    type: str | None, event: kopf.RawEvent, memo: kopf.Memo, **_: Any
+) -> None:
+    """Keep the voucher cache current (admission reads vouchers from it)."""
+    runtime: Runtime = memo.runtime
+    body = cast(dict[str, Any], event["object"])
+    if type == "DELETED":
+        runtime.vouchers.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+    else:
+        runtime.vouchers.put(body)
 
 
 async def recount_voucher(runtime: Runtime, namespace: str, name: str) -> list[str]:
@@ -70,6 +83,8 @@ async def recount_all(runtime: Runtime) -> None:
 @kopf.on.startup()
 async def voucherquota_recount_loop(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
+    for body in await runtime.hub.list("voucherquotas"):
+        runtime.vouchers.put(body)
     await recount_all(runtime)  # before the webhook serves: a restart starts from a clean ledger
 
     async def loop() -> None:
