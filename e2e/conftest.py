@@ -9,6 +9,7 @@ for it.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -18,11 +19,14 @@ from kubernetes import client
 from e2e.kube import Cluster
 from suanli.devenv import federation, install
 from suanli.devenv.operator_process import OperatorProcess
+from suanli.devenv.providers import is_alive
 from suanli.devenv.toolchain import Toolchain, ensure_toolchain
 from suanli.devenv.topology import default_federation
 from suanli.devenv.waiting import TIMEOUTS, wait_for
 
-E2E_FEDERATION = "e2e"
+# One federation per test session, so concurrent sessions (a developer's and CI's, or two
+# developers' on one machine) never stop each other's clusters.
+E2E_FEDERATION = f"e2e-{os.getpid()}"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -36,8 +40,18 @@ def toolchain() -> Toolchain:
     return ensure_toolchain()
 
 
+def _clean_up_abandoned(toolchain: Toolchain) -> None:
+    """Stop federations of earlier sessions that died without tearing down."""
+    root = federation.federation_dir(E2E_FEDERATION).parent
+    for directory in root.glob("e2e-*") if root.exists() else []:
+        owner = directory.name.rsplit("-", 1)[-1]
+        if owner.isdigit() and not is_alive(int(owner)):
+            federation.down(directory.name, toolchain, log=print)
+
+
 @pytest.fixture(scope="session")
 def fed(toolchain: Toolchain) -> Iterator[federation.FederationState]:
+    _clean_up_abandoned(toolchain)
     state = federation.up(default_federation(2), toolchain, name=E2E_FEDERATION, log=print)
     try:
         yield state

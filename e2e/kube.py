@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,11 +56,22 @@ def gpu_job(name: str, gpus: int, run_duration: str | None) -> dict[str, Any]:
     }
 
 
+_CACHE_DIR = tempfile.mkdtemp(prefix="suanli-e2e-kubectl-")
+
+
 def kubectl(
     cluster: Cluster, *args: str, stdin: str | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """Run the toolchain's kubectl against one cluster, as a user at a terminal would."""
-    command = [str(toolchain_paths().kubectl), "--kubeconfig", cluster.info.kubeconfig, *args]
+    command = [
+        str(toolchain_paths().kubectl),
+        "--kubeconfig",
+        cluster.info.kubeconfig,
+        # kubectl caches API discovery per host:port; ports are reused by later clusters, so a
+        # shared cache would describe some earlier cluster's resources.
+        f"--cache-dir={_CACHE_DIR}",
+        *args,
+    ]
     result = subprocess.run(
         command, input=stdin, capture_output=True, text=True, timeout=60, check=False
     )

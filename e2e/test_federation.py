@@ -240,7 +240,7 @@ def _listeners(port: int) -> list[str]:
 
 
 def test_down_leaves_no_process_and_no_port(toolchain: Toolchain) -> None:
-    name = "e2e-down"
+    name = f"e2e-down-{os.getpid()}"
     small = FederationSpec(
         members=(
             ClusterSpec(

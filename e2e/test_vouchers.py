@@ -48,10 +48,12 @@ def job(name: str, voucher_name: str, gpus: int = 1, **spec: Any) -> dict[str, A
             "maxRuntime": "1h",
             "voucherRef": {"name": voucher_name},
             "template": {
+                # Runs (on kwok) until the test's namespace is deleted, so holds stay held.
+                "metadata": {"annotations": {"suanli.io/run-duration": "1h"}},
                 "spec": {
                     "restartPolicy": "Never",
                     "containers": [{"name": "main", "image": "registry.example/train:1"}],
-                }
+                },
             },
             **spec,
         },

@@ -9,6 +9,7 @@ event loop (and so the webhook server) responsive.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import logging
 import uuid
@@ -121,6 +122,14 @@ class Hub:
         except ApiException as error:
             raise _translate(error) from error
         return result
+
+    async def secret(self, namespace: str, name: str) -> dict[str, str]:
+        """A Secret's data, decoded to text."""
+        try:
+            secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
+        except ApiException as error:
+            raise _translate(error) from error
+        return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
 
     async def event(
         self,

@@ -178,6 +178,15 @@ class Attempt(ApiModel):
     """One placement of the job on a member cluster, kept after it ends."""
 
     cluster: DNSLabel = Field(description="cluster is the MemberCluster the attempt ran on.")
+    gpu_model: GPUModel | None = Field(
+        None, description="gpuModel is the GPU model the attempt was placed on."
+    )
+    price_per_gpu_hour: Money | None = Field(
+        None,
+        alias="pricePerGPUHour",
+        description="pricePerGPUHour is the member's price for gpuModel when the attempt was "
+        "placed, in the voucher's currency per GPU-hour; the attempt is charged at it.",
+    )
     start_time: Timestamp | None = Field(
         None, description="startTime is when the remote workload was created (RFC 3339)."
     )

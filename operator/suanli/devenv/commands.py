@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from suanli.devenv import federation
+from suanli.devenv.operator_process import stop_detached
 from suanli.devenv.toolchain import COMPONENTS, ensure_toolchain, toolchain_paths
 from suanli.devenv.topology import default_federation, load_federation
 
@@ -37,6 +38,11 @@ def register(subparsers: Any) -> None:
         choices=("kwok", "kind"),
         default="kwok",
         help="kwok: local processes, no container engine (default); kind: needs Docker",
+    )
+    up.add_argument(
+        "--no-operator",
+        action="store_true",
+        help="only the clusters: no CRDs, operator or examples",
     )
     up.set_defaults(handler=_up)
 
@@ -77,6 +83,8 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
+    if stop_detached(federation.federation_dir(args.name) / "operator"):
+        _say("operator stopped")
     federation.down(args.name, log=_say)
     return 0
 

@@ -129,3 +129,32 @@ def examples_dir() -> Path | None:
     """The repository's examples/, when running from a checkout."""
     candidate = Path(str(resources.files("suanli"))).parent.parent / "examples"
     return candidate if candidate.is_dir() else None
+
+
+def apply_examples(api: client.ApiClient, directory: Path) -> list[str]:
+    """Apply the examples a tenant and an admin would, except the MemberClusters.
+
+    The example MemberClusters carry placeholder kubeconfigs; :func:`join_members` already
+    created the real ones under the same names.
+    """
+    applied: list[str] = []
+    core = client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    for path in sorted(directory.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if not document or document.get("kind") in ("MemberCluster", "Secret"):
+                continue
+            metadata = document["metadata"]
+            try:
+                if document["kind"] == "Namespace":
+                    core.create_namespace(document)
+                else:
+                    plural = {"VoucherQuota": "voucherquotas", "ComputeJob": "computejobs"}
+                    custom.create_namespaced_custom_object(
+                        GROUP, VERSION, metadata["namespace"], plural[document["kind"]], document
+                    )
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+            applied.append(f"{document['kind']}/{metadata['name']}")
+    return applied

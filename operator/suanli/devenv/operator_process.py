@@ -14,6 +14,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from suanli.devenv.providers import terminate
 from suanli.devenv.waiting import wait_for
 
 
@@ -23,15 +24,35 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+PID_FILE = "operator.pid"
+
+
+def stop_detached(workdir: Path, grace_seconds: float = 15.0) -> bool:
+    """Stop an operator started with ``detached=True`` in ``workdir``; False if none ran."""
+    pid_file = workdir / PID_FILE
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return False
+    terminate([pid], grace_seconds)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
 class OperatorProcess:
     """Start, stop and kill one `suanli run` process; its log goes to ``log_path``."""
 
     START_TIMEOUT = 60.0
 
-    def __init__(self, kubeconfig: str, workdir: Path, *extra_args: str) -> None:
+    def __init__(
+        self, kubeconfig: str, workdir: Path, *extra_args: str, detached: bool = False
+    ) -> None:
+        """``detached``: the process outlives this one (for `suanli dev up`); its pid is kept
+        in ``workdir/operator.pid`` for :func:`stop_detached`."""
         self.kubeconfig = kubeconfig
         self.workdir = workdir
         self.extra_args = extra_args
+        self.detached = detached
         self.webhook_port = free_port()
         self.health_port = free_port()
         self.metrics_port = free_port()
@@ -63,7 +84,10 @@ class OperatorProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=self.detached,
         )
+        if self.detached:
+            (self.workdir / PID_FILE).write_text(str(self.process.pid))
         wait_for(self._healthy, timeout=self.START_TIMEOUT, what="the operator to be live")
 
     def _healthy(self) -> bool:

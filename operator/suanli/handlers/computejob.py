@@ -1,12 +1,13 @@
-"""ComputeJob handlers on the hub: record the admission in status, release on deletion.
+"""ComputeJob handlers on the hub: record the admission, hand the job to the dispatcher.
 
 The hold itself was committed by the admission webhook before the job was stored; here the
-job's status is made to say so (voucher, reservation, worst case, GPUs), and deleting a job
-gives its reservation back. Dispatch to member clusters builds on this.
+job's status is made to say so (voucher, reservation, worst case, GPUs) before the dispatcher
+queues it. Deleting a job stops its remote workload, charges what it used and releases the rest.
 """
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from suanli.api.computejob import ComputeJob, JobPhase
 from suanli.api.meta import GROUP, VERSION
 from suanli.api.reasons import JobConditionType, JobReason
 from suanli.api.voucherquota import VoucherQuota
+from suanli.handlers.ledger_writer import VoucherGoneError
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.voucher_cache import parse_voucher
 from suanli.vouchers.keys import job_key
@@ -86,15 +88,28 @@ async def computejob_admitted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> Non
     await runtime.hub.patch_status(
         "computejobs", job.metadata.namespace, job.metadata.name or "", patch
     )
+    if found is not None:
+        await runtime.dispatcher.job_seen(job)
     await runtime.hub.event(
         dict(body), reason=conditions[-1].reason, message=message, warning=found is None
     )
+
+
+@kopf.on.resume(GROUP, VERSION, "computejobs", id="computejob-resume")
+async def computejob_resume(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """At start-up: queue admitted jobs again, re-attach to those already placed."""
+    runtime: Runtime = memo.runtime
+    job = ComputeJob.model_validate(dict(body))
+    if job.status.voucher is not None:
+        await runtime.dispatcher.job_seen(job)
 
 
 @kopf.on.delete(GROUP, VERSION, "computejobs", id="computejob-release")
 async def computejob_release(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
     job = ComputeJob.model_validate(dict(body))
+    # Stop the remote workload and charge what it used before the rest is released.
+    await runtime.dispatcher.job_deleted(job)
     found = await _holding_voucher(runtime, job)
     if found is None:
         return
@@ -103,4 +118,6 @@ async def computejob_release(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None
     writer = runtime.ledger_writer(voucher.metadata.namespace or "", voucher.metadata.name or "")
     # Release what is still held, then drop the entry (a charge stays in `spent`), so a new
     # job of the same name can be admitted at once.
-    await writer.change(lambda ledger: ledger.release(key).forget(key))
+    # A voucher that went first (its namespace is being deleted) has nothing left to release.
+    with contextlib.suppress(VoucherGoneError):
+        await writer.change(lambda ledger: ledger.release(key).forget(key))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from suanli import metrics
+from suanli.handlers.dispatcher import Dispatcher
 from suanli.handlers.ledger_writer import Committed, LedgerWriter
 from suanli.handlers.options import OperatorOptions
 from suanli.handlers.voucher_cache import VoucherCache
@@ -25,6 +26,10 @@ class Runtime:
     vouchers: VoucherCache = field(default_factory=VoucherCache)
     writers: dict[tuple[str, str], LedgerWriter] = field(default_factory=dict)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    dispatcher: Dispatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.dispatcher = Dispatcher(self)
 
     def ledger_writer(self, namespace: str, name: str) -> LedgerWriter:
         key = (namespace, name)

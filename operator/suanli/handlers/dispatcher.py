@@ -1,0 +1,595 @@
+"""The dispatcher: admitted ComputeJobs to member clusters, followed to the end, charged once.
+
+It owns the live state the pure dispatch code decides on: a CapacityIndex fed by each member's
+node, pod and telemetry watches (a MemberLink per MemberCluster), and the PendingQueue. One
+task drains the queue whenever something may have freed capacity; placements are assumed in
+the index before anything is awaited, so concurrent decisions never over-place.
+
+For each placed job the choice is recorded in the job's status first and the remote Job is
+created afterwards under a deterministic name, so a crash in between is repaired on restart by
+creating it again (AlreadyExists is success) and never yields a second copy. The remote Job's
+watch mirrors progress into the ComputeJob's status; when it ends, the GPU time it used is
+charged on the voucher (settle is idempotent: charged exactly once) and the rest of the hold
+is released.
+
+Everything here runs on the operator's event loop; MemberLink callbacks arrive on it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Final
+
+from suanli.api.common import (
+    Condition,
+    ConditionStatus,
+    format_money,
+    parse_money,
+    parse_timestamp,
+    set_condition,
+)
+from suanli.api.computejob import Attempt, ComputeJob, JobPhase, RemoteObjectReference
+from suanli.api.membercluster import MemberCluster
+from suanli.api.reasons import JobConditionType, JobReason
+from suanli.dispatch.capacity import CapacityIndex
+from suanli.dispatch.kube import node_from_k8s, pod_from_k8s
+from suanli.dispatch.models import ClusterInfo, JobRequest, NodeInfo
+from suanli.dispatch.policy import Decision
+from suanli.dispatch.queue import PendingQueue, Placed
+from suanli.handlers.ledger_writer import VoucherGoneError
+from suanli.members.link import LinkEvents, MemberLink
+from suanli.members.workload import (
+    JOB_UID_LABEL,
+    remote_job,
+    remote_name,
+    remote_namespace,
+    remote_namespace_object,
+)
+from suanli.vouchers.keys import job_key
+from suanli.vouchers.ledger import EntryState, NotReservedError
+from suanli.vouchers.pricing import charge_for, gpu_seconds
+
+if TYPE_CHECKING:
+    from suanli.handlers.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+PLURAL: Final = "computejobs"
+
+
+@dataclass
+class TrackedJob:
+    """A ComputeJob the dispatcher is responsible for, with the status it last wrote."""
+
+    job: ComputeJob
+    request: JobRequest
+    status: dict[str, Any]
+    finished: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.request.key
+
+    @property
+    def dispatched_to(self) -> str | None:
+        cluster = self.status.get("cluster")
+        return str(cluster) if cluster else None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Dispatcher:
+    runtime: Runtime
+    index: CapacityIndex = field(default_factory=CapacityIndex)
+    queue: PendingQueue = field(default_factory=PendingQueue)
+    links: dict[str, MemberLink] = field(default_factory=dict)
+    members: dict[str, MemberCluster] = field(default_factory=dict)
+    reachable: dict[str, bool] = field(default_factory=dict)
+    jobs: dict[str, TrackedJob] = field(default_factory=dict)
+    _kick: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+    _waiting_reasons: dict[str, str] = field(default_factory=dict)
+    # GPU feature discovery product label per (cluster, model), to pin pods to the model.
+    _products: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for link in list(self.links.values()):
+            await link.stop()
+        self.links.clear()
+
+    def kick(self) -> None:
+        """Something may have freed capacity or queued a job: drain the queue soon."""
+        self._kick.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            try:
+                await self._drain()
+            except Exception:  # the loop must outlive one bad pass; the next kick retries
+                logger.exception("dispatch pass failed")
+
+    async def _drain(self) -> None:
+        if not len(self.queue):
+            return
+        result = await self.queue.drain_async(self.index, held=self._held())
+        for placed in result.placed:
+            await self._dispatch(placed)
+        for key, decision in result.waiting.items():
+            await self._mark_waiting(key, decision)
+
+    def _held(self) -> dict[str, int]:
+        held: dict[str, int] = {}
+        for tracked in self.jobs.values():
+            if tracked.dispatched_to and not tracked.finished:
+                tenant = tracked.request.tenant
+                held[tenant] = held.get(tenant, 0) + tracked.request.total_gpus
+        return held
+
+    # --- members ----------------------------------------------------------------------------
+
+    async def member_upsert(self, body: dict[str, Any]) -> None:
+        member = MemberCluster.model_validate({**body, "status": body.get("status") or {}})
+        name = member.metadata.name or ""
+        previous = self.members.get(name)
+        self.members[name] = member
+        self._refresh_cluster(name)
+        unchanged = (
+            previous is not None
+            and previous.spec.kubeconfig_secret_ref == member.spec.kubeconfig_secret_ref
+            and previous.spec.telemetry_endpoints == member.spec.telemetry_endpoints
+            and name in self.links
+        )
+        if not unchanged:
+            await self._connect(member)
+        self.kick()
+
+    async def member_delete(self, name: str) -> None:
+        self.members.pop(name, None)
+        link = self.links.pop(name, None)
+        if link is not None:
+            await link.stop()
+        self.index.delete_cluster(name)
+        self.reachable.pop(name, None)
+
+    def _refresh_cluster(self, name: str) -> None:
+        member = self.members.get(name)
+        if member is None:
+            return
+        info = ClusterInfo.from_member(member)
+        reachable = self.reachable.get(name)
+        if reachable is not None:
+            # The link's own probe is fresher than the status condition it also feeds.
+            message = "" if reachable else "its API server does not answer"
+            info = ClusterInfo(
+                name=info.name,
+                region=info.region,
+                prices=info.prices,
+                currency=info.currency,
+                ready=reachable,
+                not_ready_message=message,
+                cordoned=info.cordoned,
+                gpu_resource=info.gpu_resource,
+            )
+        self.index.upsert_cluster(info)
+
+    async def _connect(self, member: MemberCluster) -> None:
+        name = member.metadata.name or ""
+        old = self.links.pop(name, None)
+        if old is not None:
+            await old.stop()
+        reference = member.spec.kubeconfig_secret_ref
+        try:
+            secret = await self.runtime.hub.secret(reference.namespace, reference.name)
+            kubeconfig = secret[reference.key]
+        except Exception as error:  # a missing Secret leaves the member unreachable
+            logger.warning("member %s: cannot read its kubeconfig: %s", name, error)
+            self._on_reachability(name, False, f"kubeconfig Secret unreadable: {error}")
+            return
+        gpu_resource = member.spec.gpu_resource_name
+        events = LinkEvents(
+            on_nodes_synced=lambda c, nodes: self._nodes_synced(c, nodes, gpu_resource),
+            on_node=lambda c, t, node: self._node(c, t, node, gpu_resource),
+            on_pods_synced=lambda c, pods: self._pods_synced(c, pods, gpu_resource),
+            on_pod=lambda c, t, pod: self._pod(c, t, pod, gpu_resource),
+            on_jobs_synced=self._jobs_synced,
+            on_job=self._job_event,
+            on_reachability=self._on_reachability,
+            on_telemetry=self._on_telemetry,
+        )
+        link = MemberLink(
+            name,
+            kubeconfig,
+            events,
+            telemetry_endpoints=tuple(member.spec.telemetry_endpoints),
+        )
+        self.links[name] = link
+        await link.start()
+
+    def _nodes_synced(self, cluster: str, nodes: list[dict[str, Any]], resource: str) -> None:
+        infos = [node_from_k8s(n, gpu_resource=resource) for n in nodes]
+        for info in infos:
+            self._remember_product(cluster, info)
+        self.index.sync_nodes(cluster, infos)
+        self.kick()
+
+    def _node(self, cluster: str, kind: str, node: dict[str, Any], resource: str) -> None:
+        if kind == "DELETED":
+            self.index.delete_node(cluster, node["metadata"]["name"])
+        else:
+            info = node_from_k8s(node, gpu_resource=resource)
+            self._remember_product(cluster, info)
+            self.index.upsert_node(cluster, info)
+        self.kick()
+
+    def _remember_product(self, cluster: str, info: NodeInfo) -> None:
+        if info.model and info.product:
+            self._products[(cluster, info.model)] = info.product
+
+    def _pods_synced(self, cluster: str, pods: list[dict[str, Any]], resource: str) -> None:
+        self.index.sync_pods(cluster, [pod_from_k8s(p, gpu_resource=resource) for p in pods])
+        self.kick()
+
+    def _pod(self, cluster: str, kind: str, pod: dict[str, Any], resource: str) -> None:
+        if kind == "DELETED":
+            self.index.delete_pod(cluster, pod["metadata"]["uid"])
+            self.kick()
+            return
+        info = pod_from_k8s(pod, gpu_resource=resource)
+        self.index.upsert_pod(cluster, info)
+        if info.terminal:
+            self.kick()
+
+    def _on_reachability(self, cluster: str, reachable: bool, message: str) -> None:
+        if self.reachable.get(cluster) == reachable:
+            return
+        self.reachable[cluster] = reachable
+        logger.info(
+            "member %s is %s: %s", cluster, "reachable" if reachable else "unreachable", message
+        )
+        self._refresh_cluster(cluster)
+        if reachable:
+            self.kick()
+
+    def _on_telemetry(self, cluster: str, snapshot: Any) -> None:
+        self.index.update_telemetry(cluster, snapshot)
+        self.kick()
+
+    # --- hub jobs -----------------------------------------------------------------------------
+
+    async def job_seen(self, job: ComputeJob) -> None:
+        """A ComputeJob was admitted (or found at start-up): queue it, or keep following it."""
+        status = job.status
+        uid = job.metadata.uid or ""
+        if status.phase in (JobPhase.REJECTED,) or status.charged_cost is not None:
+            return
+        voucher = self.runtime.vouchers.get(job.metadata.namespace or "", status.voucher or "")
+        request = JobRequest.from_computejob(job, voucher.voucher if voucher else None, key=uid)
+        dumped = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        tracked = TrackedJob(job, request, dumped)
+        self.jobs[uid] = tracked
+        if status.cluster and status.remote_ref is not None:
+            await self._reattach(tracked)
+        else:
+            self.queue.push(request)
+            self.kick()
+
+    async def _reattach(self, tracked: TrackedJob) -> None:
+        """After a restart: the job was placed; make sure its remote Job exists and follow it."""
+        cluster = tracked.dispatched_to or ""
+        link = self.links.get(cluster)
+        if link is None:
+            return  # the member's link will report its jobs once connected (jobs_synced)
+        ref = tracked.job.status.remote_ref
+        assert ref is not None
+        remote = await link.get_job(ref.namespace, ref.name)
+        if remote is None:
+            await self._create_remote(tracked, link)
+        else:
+            await self._follow(tracked, remote)
+
+    async def job_deleted(self, job: ComputeJob) -> None:
+        """The finalizer: stop the remote Job and settle what it used (or release the hold)."""
+        uid = job.metadata.uid or ""
+        self.queue.remove(uid)
+        self.index.forget(uid)
+        tracked = self.jobs.pop(uid, None)
+        status = (
+            tracked.status
+            if tracked is not None
+            else job.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        )
+        cluster = status.get("cluster")
+        ref = status.get("remoteRef")
+        if cluster and ref and not status.get("chargedCost"):
+            link = self.links.get(cluster)
+            remote = await link.get_job(ref["namespace"], ref["name"]) if link else None
+            if link is not None:
+                await link.delete_job(ref["namespace"], ref["name"])
+            attempt = (status.get("attempts") or [{}])[-1]
+            started = (remote or {}).get("status", {}).get("startTime")
+            if started and attempt.get("pricePerGPUHour"):
+                used = gpu_seconds(parse_timestamp(started), _now(), job.spec.total_gpus)
+                charge = charge_for(used, parse_money(attempt["pricePerGPUHour"]))
+                await self._settle_ledger(job, charge)
+        self.kick()
+
+    async def _settle_ledger(self, job: ComputeJob, charge: Decimal) -> None:
+        writer = self.runtime.ledger_writer(job.metadata.namespace or "", job.status.voucher or "")
+        key = job_key(job)
+
+        def settle(ledger: Any) -> Any:
+            entry = ledger.entries.get(key)
+            if entry is None or entry.state is not EntryState.RESERVED:
+                return ledger  # charged or released already: exactly once
+            return ledger.settle(key, charge)
+
+        try:
+            await writer.change(settle)
+        except NotReservedError:
+            logger.info("job %s had nothing reserved to settle", key)
+        except VoucherGoneError:
+            # Deleted with its namespace, say: there is no ledger left to charge.
+            logger.warning("job %s: its voucher is gone; the charge is not recorded", key)
+
+    # --- placement ------------------------------------------------------------------------
+
+    async def _dispatch(self, placed: Placed) -> None:
+        tracked = self.jobs.get(placed.job.key)
+        choice = placed.decision.choice
+        if tracked is None or choice is None:
+            self.index.forget(placed.job.key)
+            return
+        member = self.members.get(choice.cluster)
+        link = self.links.get(choice.cluster)
+        if member is None or link is None:
+            self.index.forget(placed.job.key)
+            self.queue.push(tracked.request)
+            return
+        job = tracked.job
+        now = _now()
+        status = tracked.status
+        attempts = list(status.get("attempts") or [])
+        attempts.append(
+            Attempt(
+                cluster=choice.cluster,
+                gpu_model=choice.model,
+                price_per_gpu_hour=choice.price_per_gpu_hour,
+                start_time=now,
+            ).model_dump(mode="json", by_alias=True, exclude_none=True)
+        )
+        ref = RemoteObjectReference(
+            api_version="batch/v1",
+            kind="Job",
+            namespace=remote_namespace(job),
+            name=remote_name(job),
+        )
+        status.update(
+            phase=JobPhase.DISPATCHED.value,
+            cluster=choice.cluster,
+            remoteRef=ref.model_dump(mode="json", by_alias=True, exclude_none=True),
+            attempts=attempts,
+        )
+        self._condition(
+            tracked, JobConditionType.DISPATCHED, True, JobReason.PLACED, placed.decision.summary
+        )
+        # The choice is recorded before the remote Job exists: a crash between the two is
+        # repaired on restart by creating it (idempotently), never by choosing again.
+        await self._write_status(tracked)
+        await self.runtime.hub.event(
+            self._body(tracked), reason=JobReason.PLACED, message=placed.decision.summary
+        )
+        await self._create_remote(tracked, link)
+
+    async def _create_remote(self, tracked: TrackedJob, link: MemberLink) -> None:
+        job = tracked.job
+        member = self.members[tracked.dispatched_to or ""]
+        attempt = (tracked.status.get("attempts") or [{}])[-1]
+        product = self._product_for(tracked.dispatched_to or "", attempt.get("gpuModel"))
+        try:
+            await link.ensure_namespace(remote_namespace_object(job))
+            await link.create_job(remote_job(job, member.spec.gpu_resource_name, product))
+        except Exception as error:
+            logger.warning("creating the remote Job of %s failed: %s", tracked.request.name, error)
+            self.index.forget(tracked.key)
+            message = f"creating the workload on {tracked.dispatched_to} failed: {error}"
+            # null removes the fields in a merge patch
+            tracked.status["cluster"] = None
+            tracked.status["remoteRef"] = None
+            tracked.status["phase"] = JobPhase.QUEUED.value
+            self._condition(
+                tracked,
+                JobConditionType.DISPATCHED,
+                False,
+                JobReason.REMOTE_CREATE_FAILED,
+                message,
+            )
+            await self._write_status(tracked)
+            self.queue.push(tracked.request)
+
+    def _product_for(self, cluster: str, model: str | None) -> str | None:
+        """The GFD product label of ``model`` on ``cluster``, to pin the pods to that model."""
+        return self._products.get((cluster, model)) if model else None
+
+    async def _mark_waiting(self, key: str, decision: Decision) -> None:
+        tracked = self.jobs.get(key)
+        if tracked is None or self._waiting_reasons.get(key) == decision.summary:
+            return
+        self._waiting_reasons[key] = decision.summary
+        tracked.status["phase"] = JobPhase.QUEUED.value
+        self._condition(
+            tracked, JobConditionType.DISPATCHED, False, decision.reason, decision.summary
+        )
+        await self._write_status(tracked)
+
+    # --- follow-up --------------------------------------------------------------------------
+
+    def _jobs_synced(self, cluster: str, remotes: list[dict[str, Any]]) -> None:
+        for remote in remotes:
+            self._job_event(cluster, "ADDED", remote)
+        # Jobs placed on this member whose remote Job is missing: create it (after restart).
+        present = {r["metadata"]["labels"].get(JOB_UID_LABEL) for r in remotes}
+        for tracked in list(self.jobs.values()):
+            missing = tracked.key not in present and cluster in self.links
+            if tracked.dispatched_to == cluster and not tracked.finished and missing:
+                self._spawn(self._create_remote(tracked, self.links[cluster]))
+
+    def _job_event(self, cluster: str, kind: str, remote: dict[str, Any]) -> None:
+        uid = (remote.get("metadata", {}).get("labels") or {}).get(JOB_UID_LABEL)
+        tracked = self.jobs.get(uid or "")
+        if tracked is None or kind == "DELETED" or tracked.dispatched_to != cluster:
+            return
+        self._spawn(self._follow(tracked, remote))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        self.runtime.spawn(coroutine)
+
+    async def _follow(self, tracked: TrackedJob, remote: dict[str, Any]) -> None:
+        """Mirror the remote Job's progress; charge once it has ended."""
+        if tracked.finished:
+            return
+        remote_status = remote.get("status") or {}
+        conditions = {c.get("type"): c for c in remote_status.get("conditions") or []}
+        ended = next(
+            (
+                conditions[t]
+                for t in ("Complete", "Failed")
+                if conditions.get(t, {}).get("status") == "True"
+            ),
+            None,
+        )
+        started = remote_status.get("startTime")
+        if ended is not None:
+            await self._finish(tracked, remote_status, ended)
+            return
+        running = int(remote_status.get("ready") or remote_status.get("active") or 0)
+        if running >= tracked.request.replicas and tracked.status.get("phase") != "Running":
+            tracked.status["phase"] = JobPhase.RUNNING.value
+            tracked.status.setdefault("startTime", started or _stamp(_now()))
+            self._condition(
+                tracked,
+                JobConditionType.RUNNING,
+                True,
+                JobReason.PODS_RUNNING,
+                f"all {tracked.request.replicas} replica(s) run on {tracked.dispatched_to}",
+            )
+            await self._write_status(tracked)
+
+    async def _finish(
+        self, tracked: TrackedJob, remote_status: dict[str, Any], ended: dict[str, Any]
+    ) -> None:
+        tracked.finished = True
+        succeeded = ended.get("type") == "Complete"
+        end = parse_timestamp(
+            remote_status.get("completionTime") or ended.get("lastTransitionTime") or _stamp(_now())
+        )
+        start = parse_timestamp(remote_status.get("startTime") or _stamp(end))
+        attempts = list(tracked.status.get("attempts") or [])
+        attempt = dict(attempts[-1]) if attempts else {}
+        price = parse_money(attempt.get("pricePerGPUHour", "0"))
+        used = gpu_seconds(start, end, tracked.request.total_gpus)
+        charge = charge_for(used, price)
+        # Voucher first (idempotent: a second settle of the same job changes nothing), then
+        # the job's status with the charge and a zero reservation in one write.
+        await self._settle_ledger(tracked.job, charge)
+        reason = JobReason.SUCCEEDED if succeeded else JobReason.FAILED
+        if not succeeded and ended.get("reason") == "DeadlineExceeded":
+            reason = JobReason.DEADLINE_EXCEEDED
+        attempt.update(
+            endTime=_stamp(end), reason=str(reason), gpuSeconds=used, charge=format_money(charge)
+        )
+        if attempts:
+            attempts[-1] = attempt
+        total_seconds = sum(int(a.get("gpuSeconds") or 0) for a in attempts)
+        total_charge = sum((parse_money(a.get("charge") or "0") for a in attempts), Decimal(0))
+        tracked.status.update(
+            phase=(JobPhase.SUCCEEDED if succeeded else JobPhase.FAILED).value,
+            attempts=attempts,
+            gpuSeconds=total_seconds,
+            chargedCost=format_money(total_charge),
+            reservation="0.00",
+            completionTime=_stamp(end),
+        )
+        tracked.status.setdefault("startTime", _stamp(start))
+        message = (
+            f"{'Succeeded' if succeeded else 'Failed'} on {tracked.dispatched_to}: "
+            f"{used} GPU-seconds at {format_money(price)}/GPU-hour, charged "
+            f"{format_money(charge)}; the rest of the reservation is released."
+        )
+        self._condition(tracked, JobConditionType.RUNNING, False, reason, message)
+        self._condition(tracked, JobConditionType.FINISHED, True, reason, message)
+        self._condition(
+            tracked,
+            JobConditionType.RESERVED,
+            False,
+            JobReason.RESERVATION_RELEASED,
+            "The reservation was settled.",
+        )
+        self._condition(tracked, JobConditionType.CHARGED, True, JobReason.CHARGE_RECORDED, message)
+        await self._write_status(tracked)
+        await self.runtime.hub.event(
+            self._body(tracked), reason=reason, message=message, warning=not succeeded
+        )
+        self.kick()
+
+    # --- status -------------------------------------------------------------------------------
+
+    def _condition(
+        self,
+        tracked: TrackedJob,
+        kind: JobConditionType,
+        true: bool,
+        reason: str,
+        message: str,
+    ) -> None:
+        conditions = [Condition.model_validate(c) for c in tracked.status.get("conditions", [])]
+        set_condition(
+            conditions,
+            kind,
+            ConditionStatus.TRUE if true else ConditionStatus.FALSE,
+            reason,
+            message[:32768],
+            now=_now(),
+            observed_generation=tracked.job.metadata.generation,
+        )
+        tracked.status["conditions"] = [
+            c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions
+        ]
+
+    async def _write_status(self, tracked: TrackedJob) -> None:
+        job = tracked.job
+        await self.runtime.hub.patch_status(
+            PLURAL, job.metadata.namespace, job.metadata.name or "", {"status": tracked.status}
+        )
+
+    def _body(self, tracked: TrackedJob) -> dict[str, Any]:
+        job = tracked.job
+        return {
+            "apiVersion": "suanli.io/v1alpha1",
+            "kind": "ComputeJob",
+            "metadata": {
+                "name": job.metadata.name,
+                "namespace": job.metadata.namespace,
+                "uid": job.metadata.uid,
+            },
+        }
