@@ -100,6 +100,7 @@ def operator(
         "5",
     )
     process.start()
+    _SESSION_OPERATORS.append(process)
     admission = client.AdmissionregistrationV1Api(hub.api)
     wait_for(
         lambda: any(
@@ -112,8 +113,29 @@ def operator(
     try:
         yield process
     finally:
+        _SESSION_OPERATORS.remove(process)
         process.stop()
         print(process.log()[-3000:])
+
+
+_SESSION_OPERATORS: list[OperatorProcess] = []
+
+
+@pytest.fixture(scope="module")
+def session_operator_paused() -> Iterator[None]:
+    """Stop the session's operator (if one runs) for a module that runs an operator of its own.
+
+    Two operators without peering would both dispatch every job. The caller must also set the
+    session operator's webhook configuration aside: it fails closed while its process is down.
+    """
+    paused = [process for process in _SESSION_OPERATORS if process.running]
+    for process in paused:
+        process.stop()
+    try:
+        yield
+    finally:
+        for process in paused:
+            process.start()
 
 
 @pytest.fixture

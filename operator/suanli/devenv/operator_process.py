@@ -101,6 +101,10 @@ class OperatorProcess:
         except OSError:
             return False
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def stop(self) -> None:
         """Graceful stop (SIGTERM), as a rollout would."""
         self._end(signal.SIGTERM)
