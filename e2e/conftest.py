@@ -98,6 +98,11 @@ def operator(
         "3",
         "--hold-grace",
         "5",
+        # Short, so the failover tests see members lost and jobs moved within seconds.
+        "--member-grace",
+        "6",
+        "--unschedulable-timeout",
+        "6",
     )
     process.start()
     _SESSION_OPERATORS.append(process)

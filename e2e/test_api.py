@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import yaml
 
 from e2e.kube import Cluster, kubectl
 from suanli.devenv.operator_process import OperatorProcess
+from suanli.devenv.waiting import TIMEOUTS, wait_for
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -38,7 +40,15 @@ def test_crds_install_with_short_names_and_category(hub: Cluster) -> None:
 def test_kubectl_explain_shows_the_field_descriptions(
     hub: Cluster, path: str, expected: str
 ) -> None:
-    assert expected in " ".join(kubectl(hub, "explain", path).stdout.split())
+    # The API server publishes a new CRD's OpenAPI schema a moment after it is Established.
+    def explain() -> subprocess.CompletedProcess[str] | None:
+        result = kubectl(hub, "explain", path, check=False)
+        return result if result.returncode == 0 else None
+
+    explained = wait_for(
+        explain, timeout=TIMEOUTS.api_ready, what=f"kubectl explain {path} to find the resource"
+    )
+    assert expected in " ".join(explained.stdout.split())
 
 
 @pytest.fixture

@@ -8,121 +8,17 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client
 
 from e2e.kube import Cluster
+from e2e.tenant import GROUP, VERSION, Tenant, compute_job
 from suanli.devenv.fakenvml import FakeNvmlState, sample_gpus
 from suanli.devenv.fakenvml.exporter_process import FakeGpuExporter
-from suanli.devenv.manifests import GPU_RESOURCE, RUN_DURATION_ANNOTATION
+from suanli.devenv.manifests import GPU_RESOURCE
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.waiting import TIMEOUTS, wait_for
-
-GROUP, VERSION = "suanli.io", "v1alpha1"
-
-
-def compute_job(
-    name: str,
-    *,
-    gpus: int = 1,
-    replicas: int = 1,
-    models: list[str] | None = None,
-    run_for: str = "3s",
-) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ComputeJob",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "gpusPerReplica": gpus,
-            "gpuModels": models or [],
-            "maxRuntime": "1h",
-            "voucherRef": {"name": "budget"},
-            "template": {
-                "metadata": {"annotations": {RUN_DURATION_ANNOTATION: run_for}},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [{"name": "main", "image": "registry.example/train:1"}],
-                },
-            },
-        },
-    }
-
-
-class Tenant:
-    """One namespace on the hub with a generous voucher named "budget"."""
-
-    def __init__(self, hub: Cluster, namespace: str) -> None:
-        self.custom = client.CustomObjectsApi(hub.api)
-        self.namespace = namespace
-        self.custom.create_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            namespace,
-            "voucherquotas",
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "VoucherQuota",
-                "metadata": {"name": "budget"},
-                "spec": {
-                    "amount": "1000000.00",
-                    "currency": "CNY",
-                    "validUntil": "2099-01-01T00:00:00Z",
-                },
-            },
-        )
-
-    def submit(self, body: dict[str, Any]) -> None:
-        self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "computejobs", body
-        )
-
-    def job(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "computejobs", name
-        )
-        return result
-
-    def jobs(self) -> list[dict[str, Any]]:
-        listed = self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "computejobs"
-        )
-        items: list[dict[str, Any]] = listed["items"]
-        return items
-
-    def voucher_status(self) -> dict[str, Any]:
-        body = self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "voucherquotas", "budget"
-        )
-        status: dict[str, Any] = body.get("status") or {}
-        return status
-
-    def wait_phase(self, name: str, *phases: str, timeout: float) -> dict[str, Any]:
-        def reached() -> dict[str, Any] | None:
-            job = self.job(name)
-            return job if (job.get("status") or {}).get("phase") in phases else None
-
-        result: dict[str, Any] = wait_for(
-            reached, timeout=timeout, what=f"{name} to reach {'/'.join(phases)}"
-        )
-        return result
-
-    def assert_ledger_balanced(self) -> None:
-        """spent equals the sum of the jobs' charges; nothing stays reserved."""
-
-        def balanced() -> dict[str, Any] | None:
-            status = self.voucher_status()
-            charges = sum(
-                (Decimal((j.get("status") or {}).get("chargedCost", "0")) for j in self.jobs()),
-                Decimal(0),
-            )
-            spent = Decimal(status.get("spent", "-1"))
-            return status if spent == charges and Decimal(status["reserved"]) == 0 else None
-
-        wait_for(balanced, timeout=TIMEOUTS.condition_stable, what="the voucher to balance")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -251,16 +250,6 @@ def test_link_syncs_member_and_follows_a_remote_job_to_completion(
     assert link_threads("member-a") == []
 
 
-def _kwokctl(toolchain: Toolchain, state: federation.FederationState, *args: str) -> None:
-    path = os.pathsep.join([*(str(d) for d in toolchain.bin_dirs), os.environ.get("PATH", "")])
-    env = {**os.environ, "PATH": path, "KWOK_WORKDIR": str(Path(state.directory) / "kwok")}
-    command = [str(toolchain.kwokctl), *args]
-    result = subprocess.run(
-        command, check=False, env=env, capture_output=True, text=True, timeout=180
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def _apiserver_pid(
     state: federation.FederationState, member: federation.ClusterInfo, toolchain: Toolchain
 ) -> int:
@@ -298,7 +287,7 @@ def test_link_reports_an_outage_and_resumes_its_watches_after_it(
         lists_before = len(recorder.node_lists)
 
         # The member's control plane goes away.
-        _kwokctl(toolchain, state, "--name", member.provider_name, "stop", "cluster")
+        federation.stop_cluster(state, member.name, toolchain)
         stopped = time.monotonic()
         wait_for(
             lambda: not link.reachable,
@@ -311,7 +300,7 @@ def test_link_reports_an_outage_and_resumes_its_watches_after_it(
         wait_for(lambda: not link.synced, timeout=TIMEOUTS.condition_stable, what="watches down")
 
         # It comes back: reachable again, the watches relist on their own and follow changes.
-        _kwokctl(toolchain, state, "--name", member.provider_name, "start", "cluster")
+        federation.start_cluster(state, member.name, toolchain)
         wait_for(lambda: link.reachable, timeout=TIMEOUTS.api_ready, what="reachable again")
         assert [ok for ok, _ in recorder.reachability] == [True, False, True]
         wait_for(

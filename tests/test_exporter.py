@@ -172,7 +172,11 @@ def test_a_driver_that_goes_away_reports_up_0_and_keeps_serving(
     text = exporter.scrape()
     assert families(text)[names.EXPORTER_UP][0].value == 0
     assert per_gpu(text, names.GPU_UTIL) == {}
-    assert read_errors(text) == {"nvmlDeviceGetCount_v2": 1}
+    errors = read_errors(text)
+    assert errors["nvmlDeviceGetCount_v2"] == 1
+    # The XID event watcher may also have seen the driver go (it waits on its own thread);
+    # nothing else may have failed.
+    assert set(errors) <= {"nvmlDeviceGetCount_v2", "nvmlEventSetWait_v2"}
     exporter.set_state(exporter.state)
     assert families(exporter.scrape())[names.EXPORTER_UP][0].value == 1
 

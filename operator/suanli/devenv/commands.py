@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from suanli.devenv import federation
-from suanli.devenv.operator_process import stop_detached
+from suanli.devenv import federation, install
+from suanli.devenv.operator_process import OperatorProcess, stop_detached
 from suanli.devenv.toolchain import COMPONENTS, ensure_toolchain, toolchain_paths
 from suanli.devenv.topology import default_federation, load_federation
 
@@ -78,8 +78,28 @@ def _up(args: argparse.Namespace) -> int:
     spec = load_federation(args.config) if args.config else default_federation(args.members)
     toolchain = ensure_toolchain()
     state = federation.up(spec, toolchain, name=args.name, provider_name=args.provider, log=_say)
+    if not args.no_operator:
+        _start_suanli(state)
     _print_state(state)
     return 0
+
+
+def _start_suanli(state: federation.FederationState) -> None:
+    """Install suanli on the hub, join the members, start the operator, apply the examples."""
+    hub = federation.api_client(state.hub.kubeconfig)
+    install.install_api(hub)
+    install.join_members(hub, state.members)
+    _say(f"CRDs and roles installed; members joined: {', '.join(m.name for m in state.members)}")
+    workdir = Path(state.directory) / "operator"
+    stop_detached(workdir)  # `up` again restarts it with the current code
+    operator = OperatorProcess(state.hub.kubeconfig, workdir, detached=True)
+    operator.start()
+    pid = operator.process.pid if operator.process else "?"
+    _say(f"operator running (pid {pid}); log: {operator.log_path}")
+    examples = install.examples_dir()
+    if examples is not None:
+        applied = install.apply_examples(hub, examples)
+        _say(f"examples applied: {', '.join(applied)}")
 
 
 def _down(args: argparse.Namespace) -> int:

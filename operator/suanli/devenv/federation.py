@@ -23,7 +23,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from suanli.devenv.manifests import GPU_RESOURCE, gpu_nodes
-from suanli.devenv.providers import make_provider
+from suanli.devenv.providers import KwokctlProvider, make_provider
 from suanli.devenv.toolchain import Toolchain, cache_root, toolchain_paths
 from suanli.devenv.topology import ClusterSpec, FederationSpec
 from suanli.devenv.waiting import TIMEOUTS, wait_for
@@ -244,6 +244,26 @@ def resident_memory_bytes(state: FederationState, toolchain: Toolchain) -> dict[
                     total += int(line.split()[1]) * 1024
         usage[cluster.name] = total
     return usage
+
+
+def stop_cluster(state: FederationState, name: str, toolchain: Toolchain) -> None:
+    """Stop one cluster's control plane, keeping its data: a computing center's outage."""
+    provider = make_provider(state.provider, toolchain, Path(state.directory))
+    if not isinstance(provider, KwokctlProvider):
+        raise UserFacingError(
+            f"stopping a single cluster needs the kwok provider, not {state.provider}"
+        )
+    provider.stop(state.cluster(name).provider_name)
+
+
+def start_cluster(state: FederationState, name: str, toolchain: Toolchain) -> None:
+    """Start a cluster stopped by :func:`stop_cluster` again."""
+    provider = make_provider(state.provider, toolchain, Path(state.directory))
+    if not isinstance(provider, KwokctlProvider):
+        raise UserFacingError(
+            f"starting a single cluster needs the kwok provider, not {state.provider}"
+        )
+    provider.start(state.cluster(name).provider_name)
 
 
 def api_port(kubeconfig: str | Path) -> int:

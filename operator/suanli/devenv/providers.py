@@ -207,6 +207,24 @@ class KwokctlProvider:
     def kubeconfig(self, cluster: str) -> Path:
         return self._workdir / "clusters" / cluster / "kubeconfig.yaml"
 
+    def stop(self, cluster: str) -> None:
+        """Stop the cluster's processes, keeping its data (an outage, for tests and demos)."""
+        _run(
+            [str(self._toolchain.kwokctl), "--name", cluster, "stop", "cluster"],
+            self._env(),
+            f"kwokctl stop cluster {cluster}",
+            120,
+        )
+
+    def start(self, cluster: str) -> None:
+        """Start a stopped cluster again with its data."""
+        _run(
+            [str(self._toolchain.kwokctl), "--name", cluster, "start", "cluster"],
+            self._env(),
+            f"kwokctl start cluster {cluster}",
+            CREATE_TIMEOUT_SECONDS,
+        )
+
     def delete(self, cluster: str) -> None:
         left = self.pids(cluster)
         if (self._workdir / "clusters" / cluster).exists():

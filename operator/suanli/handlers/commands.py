@@ -54,6 +54,26 @@ def register(subparsers: Any) -> None:
         help="seconds before a reservation whose job never appeared is released "
         "(default %(default)s)",
     )
+    run.add_argument(
+        "--member-grace",
+        type=float,
+        default=defaults.member_grace_seconds,
+        help="seconds a member may stay unreachable before its jobs are placed elsewhere "
+        "(default %(default)s)",
+    )
+    run.add_argument(
+        "--unschedulable-timeout",
+        type=float,
+        default=defaults.unschedulable_seconds,
+        help="seconds a placed job's pods may stay unschedulable before it is moved "
+        "(default %(default)s)",
+    )
+    run.add_argument(
+        "--max-attempts",
+        type=int,
+        default=defaults.max_attempts,
+        help="placements per job before it fails (default %(default)s)",
+    )
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--metrics-port", type=int, default=None, help="Prometheus metrics port")
     run.add_argument(
@@ -81,6 +101,9 @@ def _run(args: argparse.Namespace) -> int:
         managed_webhook_config=args.managed_webhook_config or None,
         recount_interval=args.recount_interval,
         hold_grace_seconds=args.hold_grace,
+        member_grace_seconds=args.member_grace,
+        unschedulable_seconds=args.unschedulable_timeout,
+        max_attempts=args.max_attempts,
         peering=args.peering,
         priority=args.priority,
         metrics_port=args.metrics_port,

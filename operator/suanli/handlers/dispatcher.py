@@ -18,7 +18,9 @@ Everything here runs on the operator's event loop; MemberLink callbacks arrive o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -103,11 +105,19 @@ class Dispatcher:
     _waiting_reasons: dict[str, str] = field(default_factory=dict)
     # GPU feature discovery product label per (cluster, model), to pin pods to the model.
     _products: dict[tuple[str, str], str] = field(default_factory=dict)
+    # When each unreachable member stopped answering.
+    _lost_since: dict[str, datetime] = field(default_factory=dict)
+    # Jobs (uid) whose pods the member's scheduler refused, and since when (monotonic).
+    _unschedulable_since: dict[str, float] = field(default_factory=dict)
+    # Remote copies left on members the job moved away from (uid -> clusters), deleted as soon
+    # as those members answer again, so a job never runs twice.
+    _stale_copies: dict[str, set[str]] = field(default_factory=dict)
 
     # --- life cycle -----------------------------------------------------------------------
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatcher")
+        self._spawn(self._watchdog())
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -259,6 +269,8 @@ class Dispatcher:
         self.index.upsert_pod(cluster, info)
         if info.terminal:
             self.kick()
+        if info.job and _unschedulable(pod):
+            self._unschedulable_since.setdefault(info.job, time.monotonic())
 
     def _on_reachability(self, cluster: str, reachable: bool, message: str) -> None:
         if self.reachable.get(cluster) == reachable:
@@ -269,7 +281,37 @@ class Dispatcher:
         )
         self._refresh_cluster(cluster)
         if reachable:
+            self._lost_since.pop(cluster, None)
             self.kick()
+        else:
+            self._lost_since.setdefault(cluster, _now())
+            self._spawn(self._after_grace(cluster))
+
+    async def _after_grace(self, cluster: str) -> None:
+        """Once a member has been gone for the grace period, move its running jobs."""
+        await asyncio.sleep(self.runtime.options.member_grace_seconds)
+        lost = self._lost_since.get(cluster)
+        if lost is None or self.reachable.get(cluster, False):
+            return
+        stranded = [
+            tracked
+            for tracked in self.jobs.values()
+            if tracked.dispatched_to == cluster and not tracked.finished
+        ]
+        logger.info(
+            "member %s unreachable since %s: moving its %d job(s)",
+            cluster,
+            _stamp(lost),
+            len(stranded),
+        )
+        for tracked in stranded:
+            await self._end_attempt(
+                tracked,
+                JobReason.MEMBER_LOST,
+                f"member {cluster} stopped answering at {_stamp(lost)}",
+                end=lost,
+                charge_time=True,
+            )
 
     def _on_telemetry(self, cluster: str, snapshot: Any) -> None:
         self.index.update_telemetry(cluster, snapshot)
@@ -309,29 +351,32 @@ class Dispatcher:
             await self._follow(tracked, remote)
 
     async def job_deleted(self, job: ComputeJob) -> None:
-        """The finalizer: stop the remote Job and settle what it used (or release the hold)."""
+        """The finalizer: stop the remote Job and charge what every attempt used."""
         uid = job.metadata.uid or ""
         self.queue.remove(uid)
         self.index.forget(uid)
+        self._unschedulable_since.pop(uid, None)
         tracked = self.jobs.pop(uid, None)
-        status = (
-            tracked.status
-            if tracked is not None
-            else job.status.model_dump(mode="json", by_alias=True, exclude_none=True)
-        )
-        cluster = status.get("cluster")
+        if tracked is None:
+            # Not followed by this process (finished, or never queued): nothing runs for it.
+            self.kick()
+            return
+        status = tracked.status
         ref = status.get("remoteRef")
-        if cluster and ref and not status.get("chargedCost"):
+        cluster = tracked.dispatched_to
+        if cluster and ref:
             link = self.links.get(cluster)
             remote = await link.get_job(ref["namespace"], ref["name"]) if link else None
             if link is not None:
                 await link.delete_job(ref["namespace"], ref["name"])
-            attempt = (status.get("attempts") or [{}])[-1]
             started = (remote or {}).get("status", {}).get("startTime")
-            if started and attempt.get("pricePerGPUHour"):
-                used = gpu_seconds(parse_timestamp(started), _now(), job.spec.total_gpus)
-                charge = charge_for(used, parse_money(attempt["pricePerGPUHour"]))
-                await self._settle_ledger(job, charge)
+            if started:
+                self._close_attempt(
+                    tracked, parse_timestamp(started), _now(), JobReason.DELETED, "deleted"
+                )
+        charges = [parse_money(a.get("charge") or "0") for a in status.get("attempts") or []]
+        if any(charges):
+            await self._settle_ledger(job, sum(charges, Decimal(0)))
         self.kick()
 
     async def _settle_ledger(self, job: ComputeJob, charge: Decimal) -> None:
@@ -455,11 +500,28 @@ class Dispatcher:
                 self._spawn(self._create_remote(tracked, self.links[cluster]))
 
     def _job_event(self, cluster: str, kind: str, remote: dict[str, Any]) -> None:
-        uid = (remote.get("metadata", {}).get("labels") or {}).get(JOB_UID_LABEL)
-        tracked = self.jobs.get(uid or "")
-        if tracked is None or kind == "DELETED" or tracked.dispatched_to != cluster:
+        uid = (remote.get("metadata", {}).get("labels") or {}).get(JOB_UID_LABEL) or ""
+        if kind == "DELETED":
+            return
+        if cluster in self._stale_copies.get(uid, ()):
+            self._spawn(self._remove_stale_copy(uid, cluster, remote))
+            return
+        tracked = self.jobs.get(uid)
+        if tracked is None or tracked.dispatched_to != cluster:
             return
         self._spawn(self._follow(tracked, remote))
+
+    async def _remove_stale_copy(self, uid: str, cluster: str, remote: dict[str, Any]) -> None:
+        link = self.links.get(cluster)
+        if link is None:
+            return
+        metadata = remote["metadata"]
+        await link.delete_job(metadata["namespace"], metadata["name"])
+        logger.info("removed the stale copy of job %s on %s", uid, cluster)
+        clusters = self._stale_copies.get(uid, set())
+        clusters.discard(cluster)
+        if not clusters:
+            self._stale_copies.pop(uid, None)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         self.runtime.spawn(coroutine)
@@ -483,6 +545,8 @@ class Dispatcher:
             await self._finish(tracked, remote_status, ended)
             return
         running = int(remote_status.get("ready") or remote_status.get("active") or 0)
+        if running >= tracked.request.replicas:
+            self._unschedulable_since.pop(tracked.key, None)
         if running >= tracked.request.replicas and tracked.status.get("phase") != "Running":
             tracked.status["phase"] = JobPhase.RUNNING.value
             tracked.status.setdefault("startTime", started or _stamp(_now()))
@@ -498,43 +562,71 @@ class Dispatcher:
     async def _finish(
         self, tracked: TrackedJob, remote_status: dict[str, Any], ended: dict[str, Any]
     ) -> None:
-        tracked.finished = True
         succeeded = ended.get("type") == "Complete"
         end = parse_timestamp(
             remote_status.get("completionTime") or ended.get("lastTransitionTime") or _stamp(_now())
         )
         start = parse_timestamp(remote_status.get("startTime") or _stamp(end))
+        reason = JobReason.SUCCEEDED if succeeded else JobReason.FAILED
+        if not succeeded and ended.get("reason") == "DeadlineExceeded":
+            reason = JobReason.DEADLINE_EXCEEDED
+        used, charge, price = self._close_attempt(tracked, start, end, reason, "")
+        message = (
+            f"{'Succeeded' if succeeded else 'Failed'} on {tracked.dispatched_to}: "
+            f"{used} GPU-seconds at {format_money(price)}/GPU-hour, charged "
+            f"{format_money(charge)}"
+        )
+        await self._close(tracked, succeeded, reason, message, end=end, start=start)
+
+    def _close_attempt(
+        self, tracked: TrackedJob, start: datetime, end: datetime, reason: str, message: str
+    ) -> tuple[int, Decimal, Decimal]:
+        """End the current attempt in status with its GPU time and charge."""
         attempts = list(tracked.status.get("attempts") or [])
         attempt = dict(attempts[-1]) if attempts else {}
         price = parse_money(attempt.get("pricePerGPUHour", "0"))
         used = gpu_seconds(start, end, tracked.request.total_gpus)
         charge = charge_for(used, price)
-        # Voucher first (idempotent: a second settle of the same job changes nothing), then
-        # the job's status with the charge and a zero reservation in one write.
-        await self._settle_ledger(tracked.job, charge)
-        reason = JobReason.SUCCEEDED if succeeded else JobReason.FAILED
-        if not succeeded and ended.get("reason") == "DeadlineExceeded":
-            reason = JobReason.DEADLINE_EXCEEDED
         attempt.update(
             endTime=_stamp(end), reason=str(reason), gpuSeconds=used, charge=format_money(charge)
         )
+        if message:
+            attempt["message"] = message[:1024]
         if attempts:
             attempts[-1] = attempt
+        tracked.status["attempts"] = attempts
+        return used, charge, price
+
+    async def _close(
+        self,
+        tracked: TrackedJob,
+        succeeded: bool,
+        reason: str,
+        message: str,
+        *,
+        end: datetime,
+        start: datetime | None = None,
+    ) -> None:
+        """The job is over: charge every attempt's use once, release the rest, say so."""
+        tracked.finished = True
+        attempts = tracked.status.get("attempts") or []
         total_seconds = sum(int(a.get("gpuSeconds") or 0) for a in attempts)
         total_charge = sum((parse_money(a.get("charge") or "0") for a in attempts), Decimal(0))
+        # Voucher first (idempotent: a second settle of the same job changes nothing), then
+        # the job's status with the charge and a zero reservation in one write.
+        await self._settle_ledger(tracked.job, total_charge)
         tracked.status.update(
             phase=(JobPhase.SUCCEEDED if succeeded else JobPhase.FAILED).value,
-            attempts=attempts,
             gpuSeconds=total_seconds,
             chargedCost=format_money(total_charge),
             reservation="0.00",
             completionTime=_stamp(end),
         )
-        tracked.status.setdefault("startTime", _stamp(start))
+        if start is not None:
+            tracked.status.setdefault("startTime", _stamp(start))
         message = (
-            f"{'Succeeded' if succeeded else 'Failed'} on {tracked.dispatched_to}: "
-            f"{used} GPU-seconds at {format_money(price)}/GPU-hour, charged "
-            f"{format_money(charge)}; the rest of the reservation is released."
+            f"{message}; in all {format_money(total_charge)} over {len(attempts)} "
+            "attempt(s), and the rest of the reservation is released."
         )
         self._condition(tracked, JobConditionType.RUNNING, False, reason, message)
         self._condition(tracked, JobConditionType.FINISHED, True, reason, message)
@@ -550,7 +642,76 @@ class Dispatcher:
         await self.runtime.hub.event(
             self._body(tracked), reason=reason, message=message, warning=not succeeded
         )
+        self._unschedulable_since.pop(tracked.key, None)
+        # Finished jobs are not kept: their status holds everything (and memory stays flat).
+        self.jobs.pop(tracked.key, None)
         self.kick()
+
+    async def _end_attempt(
+        self,
+        tracked: TrackedJob,
+        reason: JobReason,
+        message: str,
+        *,
+        end: datetime,
+        charge_time: bool,
+    ) -> None:
+        """The job leaves its member (lost, or stuck unschedulable): charge, then place again."""
+        cluster = tracked.dispatched_to or ""
+        attempts = tracked.status.get("attempts") or [{}]
+        started = parse_timestamp(attempts[-1].get("startTime") or _stamp(end))
+        self._close_attempt(tracked, started, end if charge_time else started, reason, message)
+        self._stale_copies.setdefault(tracked.key, set()).add(cluster)
+        self.index.forget(tracked.key)
+        self._unschedulable_since.pop(tracked.key, None)
+        if len(tracked.status["attempts"]) >= self.runtime.options.max_attempts:
+            await self._close(
+                tracked,
+                False,
+                reason,
+                f"Failed: gave up after {len(tracked.status['attempts'])} attempts; the last "
+                f"ended because {message}",
+                end=end,
+            )
+            return
+        if reason is JobReason.WITHDRAWN_UNSCHEDULABLE:
+            # Our view said it fits there and the member's scheduler disagrees: until the two
+            # agree, the job goes elsewhere.
+            tracked.request = _excluding(tracked.request, cluster, self.members)
+        tracked.status.update(phase=JobPhase.QUEUED.value, cluster=None, remoteRef=None)
+        text = f"{message}; the job is placed again (attempt {len(attempts) + 1})."
+        self._condition(tracked, JobConditionType.RUNNING, False, reason, text)
+        self._condition(tracked, JobConditionType.DISPATCHED, False, reason, text)
+        await self._write_status(tracked)
+        await self.runtime.hub.event(self._body(tracked), reason=reason, message=text, warning=True)
+        self.queue.push(tracked.request)
+        self.kick()
+
+    async def _watchdog(self) -> None:
+        """Move jobs whose pods stay unschedulable (the member's state and ours disagree)."""
+        while True:
+            await asyncio.sleep(1.0)
+            limit = self.runtime.options.unschedulable_seconds
+            now = time.monotonic()
+            for uid, since in list(self._unschedulable_since.items()):
+                tracked = self.jobs.get(uid)
+                if tracked is None or tracked.finished or not tracked.dispatched_to:
+                    self._unschedulable_since.pop(uid, None)
+                    continue
+                if now - since < limit:
+                    continue
+                cluster = tracked.dispatched_to
+                link = self.links.get(cluster)
+                ref = tracked.status.get("remoteRef") or {}
+                if link is not None and ref:
+                    await link.delete_job(ref["namespace"], ref["name"])
+                await self._end_attempt(
+                    tracked,
+                    JobReason.WITHDRAWN_UNSCHEDULABLE,
+                    f"its pods stayed unschedulable on {cluster} for {limit:.0f}s",
+                    end=_now(),
+                    charge_time=False,
+                )
 
     # --- status -------------------------------------------------------------------------------
 
@@ -593,3 +754,24 @@ class Dispatcher:
                 "uid": job.metadata.uid,
             },
         }
+
+
+def _unschedulable(pod: dict[str, Any]) -> bool:
+    """Pending, and the scheduler said it fits nowhere."""
+    status = pod.get("status") or {}
+    if status.get("phase") != "Pending":
+        return False
+    return any(
+        c.get("type") == "PodScheduled"
+        and c.get("status") == "False"
+        and c.get("reason") == "Unschedulable"
+        for c in status.get("conditions") or []
+    )
+
+
+def _excluding(request: JobRequest, cluster: str, members: dict[str, MemberCluster]) -> JobRequest:
+    """``request`` with ``cluster`` taken out of the clusters it may run on."""
+    allowed = request.clusters or frozenset(members)
+    remaining = allowed - {cluster}
+    # An empty set would mean "anywhere"; with nowhere else to go, it stays where it may run.
+    return dataclasses.replace(request, clusters=remaining) if remaining else request

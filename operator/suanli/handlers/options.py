@@ -24,6 +24,14 @@ class OperatorOptions:
     # A hold whose ComputeJob does not exist is released only after this many seconds, so a
     # job admitted a moment ago (its create still on the way to etcd) keeps its reservation.
     hold_grace_seconds: float = 60.0
+    # A member whose API server stays unreachable this long loses its running jobs: each is
+    # charged for the time it ran there and placed again elsewhere.
+    member_grace_seconds: float = 60.0
+    # A placed job whose pods stay unschedulable this long on its member (capacity taken
+    # behind the operator's back) is withdrawn and placed again.
+    unschedulable_seconds: float = 120.0
+    # Placements per job before it fails for good.
+    max_attempts: int = 3
     # Peering: None runs standalone; a name joins that peering group with `priority`.
     peering: str | None = None
     priority: int = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,8 @@ from suanli.handlers.ledger_writer import Committed, LedgerWriter
 from suanli.handlers.options import OperatorOptions
 from suanli.handlers.voucher_cache import VoucherCache
 from suanli.kube import Hub
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,7 +67,13 @@ class Runtime:
             )
 
     def spawn(self, coroutine: Any) -> None:
+        def _finished(task: asyncio.Task[Any]) -> None:
+            self.background.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                # Nobody awaits these tasks: a failure would otherwise vanish without a trace.
+                logger.error("background task failed", exc_info=task.exception())
+
         """Run a fire-and-forget coroutine (an Event), keeping a reference until it ends."""
         task = asyncio.get_running_loop().create_task(coroutine)
         self.background.add(task)
-        task.add_done_callback(self.background.discard)
+        task.add_done_callback(_finished)
