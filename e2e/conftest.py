@@ -9,12 +9,14 @@ for it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from e2e.kube import Cluster
 from suanli.devenv import federation, install
@@ -124,6 +126,7 @@ def operator(
 
 
 _SESSION_OPERATORS: list[OperatorProcess] = []
+SESSION_WEBHOOK = "suanli.io"  # the ValidatingWebhookConfiguration `suanli run` manages
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +139,11 @@ def session_operator_paused() -> Iterator[None]:
     paused = [process for process in _SESSION_OPERATORS if process.running]
     for process in paused:
         process.stop()
+        # Its webhook configuration fails closed; it is re-made when the operator restarts.
+        with contextlib.suppress(ApiException):
+            client.AdmissionregistrationV1Api(
+                federation.api_client(process.kubeconfig)
+            ).delete_validating_webhook_configuration(SESSION_WEBHOOK)
     try:
         yield
     finally:

@@ -8,6 +8,7 @@ so that ``down``, ``status``, the operator and the e2e tests find every cluster'
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -97,14 +98,21 @@ def api_client(kubeconfig: str | Path) -> client.ApiClient:
 
 
 def _answers(kubeconfig: Path) -> bool:
+    """Whether the API server is ready to serve: /readyz, not just /version.
+
+    Right after start-up an API server answers /version while its storage still initialises
+    and refuses other requests with 429; clients started then would fail their first lists.
+    """
     if not kubeconfig.exists():
         return False
     try:
         with api_client(kubeconfig) as api:
-            client.VersionApi(api).get_code(_request_timeout=5)
-    except Exception:
+            response = api.rest_client.pool_manager.request(
+                "GET", f"{api.configuration.host}/readyz", timeout=5
+            )
+            return bool(response.status == 200)
+    except Exception:  # any failure means "not ready"
         return False
-    return True
 
 
 def up(
@@ -158,6 +166,11 @@ def up(
     state = FederationState(name, provider.name, str(directory), clusters)
     _save_state(state)
     for cluster in clusters:
+        wait_for(
+            functools.partial(_answers, Path(cluster.kubeconfig)),
+            timeout=TIMEOUTS.api_ready,
+            what=f"{cluster.name}'s API server to be ready",
+        )
         _wait_nodes_ready(Path(cluster.kubeconfig), cluster)
     log(f"federation {name!r} ready in {time.monotonic() - started:.1f}s")
     return state

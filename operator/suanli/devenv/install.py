@@ -158,3 +158,68 @@ def apply_examples(api: client.ApiClient, directory: Path) -> list[str]:
                     raise
             applied.append(f"{document['kind']}/{metadata['name']}")
     return applied
+
+
+PEERING_CRD: Final[dict[str, Any]] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "clusterkopfpeerings.kopf.dev"},
+    "spec": {
+        "group": "kopf.dev",
+        "scope": "Cluster",
+        "names": {
+            "kind": "ClusterKopfPeering",
+            "plural": "clusterkopfpeerings",
+            "singular": "clusterkopfpeering",
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "description": "Where replicas of a Kopf operator announce themselves "
+                        "(priority and liveness); the lower priorities pause.",
+                        "properties": {
+                            "status": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            }
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def install_peering(api: client.ApiClient, name: str) -> None:
+    """Kopf's cluster peering resource and one peering object: replicas of the operator run
+    with ``--peering NAME`` and only the highest priority works (the others stand by)."""
+    extensions = client.ApiextensionsV1Api(api)
+    try:
+        extensions.create_custom_resource_definition(PEERING_CRD)
+    except ApiException as error:
+        if error.status != 409:
+            raise
+
+    def established() -> bool:
+        found = extensions.read_custom_resource_definition("clusterkopfpeerings.kopf.dev")
+        return any(
+            c.type == "Established" and c.status == "True" for c in found.status.conditions or []
+        )
+
+    wait_for(established, timeout=TIMEOUTS.api_ready, what="Kopf's peering CRD")
+    try:
+        client.CustomObjectsApi(api).create_cluster_custom_object(
+            "kopf.dev",
+            "v1",
+            "clusterkopfpeerings",
+            {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}},
+        )
+    except ApiException as error:
+        if error.status != 409:
+            raise

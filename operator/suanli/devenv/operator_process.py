@@ -123,5 +123,7 @@ class OperatorProcess:
             self.process.kill()
             self.process.wait(timeout=10)
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
+    def log(self, tail: int | None = 6000) -> str:
+        """The process's log, the last ``tail`` characters (all of it with None)."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text if tail is None else text[-tail:]

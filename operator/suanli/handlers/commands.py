@@ -86,6 +86,12 @@ def register(subparsers: Any) -> None:
         "default: standalone",
     )
     run.add_argument("--priority", type=int, default=0, help="peering priority")
+    run.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=defaults.peering_lifetime,
+        help="seconds a replica's peering record stays valid (default %(default)s)",
+    )
     run.set_defaults(handler=_run)
 
 
@@ -106,6 +112,7 @@ def _run(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         peering=args.peering,
         priority=args.priority,
+        peering_lifetime=args.peering_lifetime,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
     )

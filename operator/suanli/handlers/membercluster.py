@@ -29,7 +29,12 @@ STATUS_INTERVAL: Final = 5.0
 async def membercluster_prime(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
     runtime.dispatcher.start()
-    for member in await runtime.hub.list("memberclusters"):
+    try:
+        members = await runtime.hub.list("memberclusters")
+    except Exception:  # the watch delivers them as well; start-up must not stall on it
+        logger.exception("listing MemberClusters at start-up failed; the watch will add them")
+        members = []
+    for member in members:
         runtime.members[member["metadata"]["name"]] = member
         await runtime.dispatcher.member_upsert(member)
 

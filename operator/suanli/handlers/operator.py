@@ -94,6 +94,7 @@ def build_settings(options: OperatorOptions) -> kopf.OperatorSettings:
         cadata=tls.ca_pem,
     )
     settings.admission.managed = options.managed_webhook_config
+    settings.peering.lifetime = options.peering_lifetime
     return settings
 
 

@@ -35,5 +35,8 @@ class OperatorOptions:
     # Peering: None runs standalone; a name joins that peering group with `priority`.
     peering: str | None = None
     priority: int = 0
+    # Seconds a replica's peering record stays valid: a standby takes over at most this long
+    # after the active replica stops renewing it.
+    peering_lifetime: int = 60
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"

@@ -83,9 +83,13 @@ async def recount_all(runtime: Runtime) -> None:
 @kopf.on.startup()
 async def voucherquota_recount_loop(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
-    for body in await runtime.hub.list("voucherquotas"):
-        runtime.vouchers.put(body)
-    await recount_all(runtime)  # before the webhook serves: a restart starts from a clean ledger
+    try:
+        for body in await runtime.hub.list("voucherquotas"):
+            runtime.vouchers.put(body)
+        # Before the webhook serves: a restart starts from a clean ledger.
+        await recount_all(runtime)
+    except Exception:  # the periodic recount below catches up; start-up must not stall on it
+        logger.exception("the start-up recount failed; the next periodic one will redo it")
 
     async def loop() -> None:
         while True:
