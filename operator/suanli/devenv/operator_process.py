@@ -7,6 +7,7 @@ outage would, and so the API server calls its webhook over real HTTPS.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +26,17 @@ def free_port() -> int:
 
 
 PID_FILE = "operator.pid"
+
+
+def _tied_to_parent(command: list[str]) -> list[str]:
+    """``command`` run so that Linux sends it SIGTERM when this process dies.
+
+    A test session killed by a timeout runs no clean-up; its operator must not run on
+    against a federation that is being torn down. util-linux's setpriv sets the parent-death
+    signal before exec; without it (not Linux), the caller's own clean-up has to do.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", *command] if setpriv else command
 
 
 def stop_detached(workdir: Path, grace_seconds: float = 15.0) -> bool:
@@ -62,25 +74,27 @@ class OperatorProcess:
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
+        command = [
+            sys.executable,
+            "-m",
+            "suanli",
+            "run",
+            "--kubeconfig",
+            self.kubeconfig,
+            "--webhook-port",
+            str(self.webhook_port),
+            # The same certificate across restarts, as a Secret would give a pod.
+            "--webhook-cert-dir",
+            str(self.workdir / "certs"),
+            "--liveness",
+            f"http://127.0.0.1:{self.health_port}/healthz",
+            "--metrics-port",
+            str(self.metrics_port),
+            *self.extra_args,
+        ]
+        # setpriv execs in place, so the pid (and kill/stop) stays the operator's own.
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "suanli",
-                "run",
-                "--kubeconfig",
-                self.kubeconfig,
-                "--webhook-port",
-                str(self.webhook_port),
-                # The same certificate across restarts, as a Secret would give a pod.
-                "--webhook-cert-dir",
-                str(self.workdir / "certs"),
-                "--liveness",
-                f"http://127.0.0.1:{self.health_port}/healthz",
-                "--metrics-port",
-                str(self.metrics_port),
-                *self.extra_args,
-            ],
+            command if self.detached else _tied_to_parent(command),
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
