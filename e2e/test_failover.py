@@ -2,7 +2,9 @@
 
 The session operator runs with --member-grace 6 and --unschedulable-timeout 6 (conftest), so
 members are given up on and stuck jobs moved within seconds here. Each test prints what it
-measured.
+measured. The stuck-job test runs before the outage test: after a control plane restarts, its
+node lifecycle controller may taint the nodes not-ready for a while, which would hide the
+A800s that test needs.
 """
 
 from __future__ import annotations
@@ -40,6 +42,52 @@ def _member_condition(hub: Cluster, member: str, kind: str) -> str | None:
         if condition["type"] == kind:
             return str(condition["status"])
     return None
+
+
+@pytest.fixture
+def a800_blocked(clusters: dict[str, Cluster]) -> Iterator[None]:
+    """A taint the dispatcher does not model: its view says A800s are free, the scheduler no."""
+    member_b = clusters["member-b"]
+    nodes = ["member-b-a800-0", "member-b-a800-1"]
+    taint = {"key": "e2e.suanli.io/blocked", "value": "true", "effect": "NoSchedule"}
+    for node in nodes:
+        member_b.core.patch_node(node, {"spec": {"taints": [taint]}})
+    try:
+        yield
+    finally:
+        for node in nodes:
+            member_b.core.patch_node(node, {"spec": {"taints": None}})
+
+
+def _free_gpus(hub: Cluster, member: str, model: str) -> int | None:
+    body = client.CustomObjectsApi(hub.api).get_cluster_custom_object(
+        GROUP, VERSION, "memberclusters", member
+    )
+    for entry in (body.get("status") or {}).get("gpus", []):
+        if entry["model"] == model:
+            return int(entry["free"])
+    return None
+
+
+def test_a_job_stuck_unschedulable_is_moved_to_another_member(
+    tenant: Tenant, hub: Cluster, a800_blocked: None
+) -> None:
+    # The dispatcher must see member-b's A800s free (they are, as far as it can tell).
+    wait_for(
+        lambda: _free_gpus(hub, "member-b", "A800") == 16,
+        timeout=TIMEOUTS.job_complete,
+        what="member-b to report its 16 A800 free",
+    )
+    started = time.monotonic()
+    tenant.submit(compute_job("stuck", gpus=2, models=["A800", "H100"], run_for="1s"))
+    done = tenant.wait_phase("stuck", "Succeeded", timeout=TIMEOUTS.job_complete)["status"]
+    moved_after = time.monotonic() - started
+    first, last = done["attempts"][0], done["attempts"][-1]
+    assert first["cluster"] == "member-b" and first["reason"] == "WithdrawnUnschedulable"
+    assert Decimal(first["charge"]) == 0  # it never ran there
+    assert last["cluster"] == "member-a" and done["cluster"] == "member-a"
+    tenant.assert_ledger_balanced()
+    print(f"\nunschedulable job moved and finished {moved_after:.1f}s after submission")
 
 
 @pytest.fixture
@@ -116,52 +164,6 @@ def test_a_lost_member_s_jobs_move_and_no_copy_survives_its_return(
         f"\nmember-b stopped: marked not Ready after {not_ready:.1f}s, "
         f"job re-dispatched after {redispatched:.1f}s (grace 6s)"
     )
-
-
-@pytest.fixture
-def a800_blocked(clusters: dict[str, Cluster]) -> Iterator[None]:
-    """A taint the dispatcher does not model: its view says A800s are free, the scheduler no."""
-    member_b = clusters["member-b"]
-    nodes = ["member-b-a800-0", "member-b-a800-1"]
-    taint = {"key": "e2e.suanli.io/blocked", "value": "true", "effect": "NoSchedule"}
-    for node in nodes:
-        member_b.core.patch_node(node, {"spec": {"taints": [taint]}})
-    try:
-        yield
-    finally:
-        for node in nodes:
-            member_b.core.patch_node(node, {"spec": {"taints": None}})
-
-
-def _free_gpus(hub: Cluster, member: str, model: str) -> int | None:
-    body = client.CustomObjectsApi(hub.api).get_cluster_custom_object(
-        GROUP, VERSION, "memberclusters", member
-    )
-    for entry in (body.get("status") or {}).get("gpus", []):
-        if entry["model"] == model:
-            return int(entry["free"])
-    return None
-
-
-def test_a_job_stuck_unschedulable_is_moved_to_another_member(
-    tenant: Tenant, hub: Cluster, a800_blocked: None
-) -> None:
-    # The dispatcher must see member-b's A800s free (they are, as far as it can tell).
-    wait_for(
-        lambda: _free_gpus(hub, "member-b", "A800") == 16,
-        timeout=TIMEOUTS.job_complete,
-        what="member-b to report its 16 A800 free",
-    )
-    started = time.monotonic()
-    tenant.submit(compute_job("stuck", gpus=2, models=["A800", "H100"], run_for="1s"))
-    done = tenant.wait_phase("stuck", "Succeeded", timeout=TIMEOUTS.job_complete)["status"]
-    moved_after = time.monotonic() - started
-    first, last = done["attempts"][0], done["attempts"][-1]
-    assert first["cluster"] == "member-b" and first["reason"] == "WithdrawnUnschedulable"
-    assert Decimal(first["charge"]) == 0  # it never ran there
-    assert last["cluster"] == "member-a" and done["cluster"] == "member-a"
-    tenant.assert_ledger_balanced()
-    print(f"\nunschedulable job moved and finished {moved_after:.1f}s after submission")
 
 
 def _remote_jobs_by_uid(clusters: dict[str, Cluster]) -> Counter[str]:
