@@ -36,3 +36,18 @@ LEDGER_WRITES: Final = Counter(
     "Voucher status writes, each committing a batch of ledger changes.",
     ["namespace", "voucher"],
 )
+DISPATCH_SECONDS: Final = Histogram(
+    "suanli_dispatch_latency_seconds",
+    "From a ComputeJob's creation to its placement being recorded (queue wait included).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0),
+)
+JOBS_BY_PHASE: Final = Gauge(
+    "suanli_jobs", "ComputeJobs this operator follows, by phase.", ["phase"]
+)
+QUEUE_DEPTH: Final = Gauge("suanli_queue_depth", "ComputeJobs waiting for capacity.")
+MEMBER_FREE_GPUS: Final = Gauge(
+    "suanli_member_free_gpus", "Free GPUs per member cluster and model.", ["member", "model"]
+)
+MEMBER_TOTAL_GPUS: Final = Gauge(
+    "suanli_member_gpus", "GPUs per member cluster and model.", ["member", "model"]
+)

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
+from suanli import metrics
 from suanli.api.common import (
     Condition,
     ConditionStatus,
@@ -140,6 +141,7 @@ class Dispatcher:
                 logger.exception("dispatch pass failed")
 
     async def _drain(self) -> None:
+        self._publish_metrics()
         if not len(self.queue):
             return
         result = await self.queue.drain_async(self.index, held=self._held())
@@ -147,6 +149,15 @@ class Dispatcher:
             await self._dispatch(placed)
         for key, decision in result.waiting.items():
             await self._mark_waiting(key, decision)
+
+    def _publish_metrics(self) -> None:
+        phases: dict[str, int] = dict.fromkeys((p.value for p in JobPhase), 0)
+        for tracked in self.jobs.values():
+            phase = str(tracked.status.get("phase") or JobPhase.PENDING.value)
+            phases[phase] = phases.get(phase, 0) + 1
+        for phase, count in phases.items():
+            metrics.JOBS_BY_PHASE.labels(phase).set(count)
+        metrics.QUEUE_DEPTH.set(len(self.queue))
 
     def _held(self) -> dict[str, int]:
         held: dict[str, int] = {}
@@ -441,6 +452,9 @@ class Dispatcher:
         # The choice is recorded before the remote Job exists: a crash between the two is
         # repaired on restart by creating it (idempotently), never by choosing again.
         await self._write_status(tracked)
+        created = job.metadata.creation_timestamp
+        if created is not None and len(attempts) == 1:
+            metrics.DISPATCH_SECONDS.observe(max(0.0, (now - created).total_seconds()))
         await self.runtime.hub.event(
             self._body(tracked), reason=JobReason.PLACED, message=placed.decision.summary
         )

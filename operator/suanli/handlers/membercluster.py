@@ -15,6 +15,7 @@ from typing import Any, Final, cast
 
 import kopf
 
+from suanli import metrics
 from suanli.api.common import Condition, ConditionStatus, set_condition
 from suanli.api.meta import GROUP, VERSION
 from suanli.api.reasons import MemberConditionType, MemberReason
@@ -79,6 +80,9 @@ async def write_member_status(runtime: Runtime, name: str) -> None:
     now = datetime.now(UTC)
     status = dict(body.get("status") or {})
     inventory = dispatcher.index.inventory(name)
+    for view in inventory:
+        metrics.MEMBER_FREE_GPUS.labels(name, view.model).set(view.free)
+        metrics.MEMBER_TOTAL_GPUS.labels(name, view.model).set(view.total)
     gpus = [
         {
             "model": view.model,
