@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -14,14 +15,34 @@ from suanli.devenv.waiting import TIMEOUTS, wait_for
 GROUP, VERSION = "suanli.io", "v1alpha1"
 
 
+def voucher(name: str, amount: str, **spec: Any) -> dict[str, Any]:
+    """A VoucherQuota valid from yesterday for 30 days; ``spec`` adds or overrides fields."""
+    now = datetime.datetime.now(datetime.UTC)
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "VoucherQuota",
+        "metadata": {"name": name},
+        "spec": {
+            "amount": amount,
+            "currency": "CNY",
+            "validFrom": (now - datetime.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "validUntil": (now + datetime.timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **spec,
+        },
+    }
+
+
 def compute_job(
     name: str,
     *,
+    voucher_name: str = "budget",
     gpus: int = 1,
     replicas: int = 1,
     models: list[str] | None = None,
     run_for: str = "3s",
+    **spec: Any,
 ) -> dict[str, Any]:
+    """A ComputeJob whose pods run ``run_for`` on kwok; ``spec`` adds or overrides fields."""
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ComputeJob",
@@ -31,7 +52,7 @@ def compute_job(
             "gpusPerReplica": gpus,
             "gpuModels": models or [],
             "maxRuntime": "1h",
-            "voucherRef": {"name": "budget"},
+            "voucherRef": {"name": voucher_name},
             "template": {
                 "metadata": {"annotations": {RUN_DURATION_ANNOTATION: run_for}},
                 "spec": {
@@ -39,8 +60,20 @@ def compute_job(
                     "containers": [{"name": "main", "image": "registry.example/train:1"}],
                 },
             },
+            **spec,
         },
     }
+
+
+def member_free_gpus(hub: Cluster, member: str, model: str) -> int | None:
+    """Free GPUs of ``model`` as the MemberCluster's status reports them."""
+    body = client.CustomObjectsApi(hub.api).get_cluster_custom_object(
+        GROUP, VERSION, "memberclusters", member
+    )
+    for entry in (body.get("status") or {}).get("gpus", []):
+        if entry["model"] == model:
+            return int(entry["free"])
+    return None
 
 
 class Tenant:
@@ -50,20 +83,7 @@ class Tenant:
         self.custom = client.CustomObjectsApi(hub.api)
         self.namespace = namespace
         self.custom.create_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            namespace,
-            "voucherquotas",
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "VoucherQuota",
-                "metadata": {"name": "budget"},
-                "spec": {
-                    "amount": "1000000.00",
-                    "currency": "CNY",
-                    "validUntil": "2099-01-01T00:00:00Z",
-                },
-            },
+            GROUP, VERSION, namespace, "voucherquotas", voucher("budget", "1000000.00")
         )
 
     def submit(self, body: dict[str, Any]) -> None:

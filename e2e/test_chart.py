@@ -17,7 +17,6 @@ ComputeJob is admitted once, by the operator under test.
 from __future__ import annotations
 
 import base64
-import datetime
 import os
 import subprocess
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from e2e.kube import Cluster, kubectl
+from e2e.tenant import compute_job, voucher
 from suanli.devenv import install
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.toolchain import Toolchain
@@ -271,41 +271,9 @@ def chart_operator(release: Release) -> OperatorProcess:
 # --- tenant objects ----------------------------------------------------------------------------
 
 
-def voucher(name: str, amount: str) -> dict[str, Any]:
-    now = datetime.datetime.now(datetime.UTC)
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "VoucherQuota",
-        "metadata": {"name": name},
-        "spec": {
-            "amount": amount,
-            "currency": "CNY",
-            "validFrom": (now - datetime.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "validUntil": (now + datetime.timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        },
-    }
-
-
 def job(name: str, voucher_name: str, gpus: int = 1) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ComputeJob",
-        "metadata": {"name": name},
-        "spec": {
-            "gpusPerReplica": gpus,
-            "gpuModels": ["H100"],
-            "maxRuntime": "1h",
-            "voucherRef": {"name": voucher_name},
-            "template": {
-                # Runs (on kwok) past the end of the test, so its hold stays held.
-                "metadata": {"annotations": {"suanli.io/run-duration": "1h"}},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [{"name": "main", "image": "registry.example/train:1"}],
-                },
-            },
-        },
-    }
+    # Runs (on kwok) past the end of the test, so its hold stays held.
+    return compute_job(name, voucher_name=voucher_name, gpus=gpus, models=["H100"], run_for="1h")
 
 
 class Tenant:
@@ -444,9 +412,9 @@ def test_the_chart_operator_dispatches_and_charges_a_job(
     """The whole flow, admission to charge, with nothing but the chart's RBAC."""
     tenant = Tenant(release.hub, namespace)
     tenant.create("voucherquotas", voucher("flow", "1000.00"))
-    body = job("run", "flow")
-    body["spec"]["template"]["metadata"]["annotations"]["suanli.io/run-duration"] = "2s"
-    tenant.create("computejobs", body)
+    tenant.create(
+        "computejobs", compute_job("run", voucher_name="flow", models=["H100"], run_for="2s")
+    )
 
     def finished() -> dict[str, Any] | None:
         found = tenant.custom.get_namespaced_custom_object(

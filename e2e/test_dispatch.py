@@ -15,7 +15,7 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.kube import Cluster
-from e2e.tenant import GROUP, VERSION, Tenant, compute_job
+from e2e.tenant import GROUP, VERSION, Tenant, compute_job, member_free_gpus
 from suanli.devenv.fakenvml import FakeNvmlState, sample_gpus
 from suanli.devenv.fakenvml.exporter_process import FakeGpuExporter
 from suanli.devenv.manifests import GPU_RESOURCE
@@ -39,9 +39,15 @@ def _operator_metrics(operator: OperatorProcess) -> dict[str, float]:
 
 
 def test_a_job_goes_to_the_cheapest_member_with_its_model(
-    tenant: Tenant, operator: OperatorProcess
+    tenant: Tenant, operator: OperatorProcess, hub: Cluster
 ) -> None:
-    # A800 on member-b costs 22.00, H100 on member-a 28.00: the job accepts both.
+    # A800 on member-b costs 22.00, H100 on member-a 28.00: the job accepts both. Jobs of
+    # earlier tests may still hold the A800s (their namespaces are being deleted): wait.
+    wait_for(
+        lambda: member_free_gpus(hub, "member-b", "A800") == 16,
+        timeout=TIMEOUTS.job_complete,
+        what="member-b's A800s to be free",
+    )
     tenant.submit(compute_job("cheap", models=["H100", "A800"], run_for="1s"))
     done = tenant.wait_phase("cheap", "Succeeded", timeout=TIMEOUTS.job_complete)
     status = done["status"]
@@ -92,21 +98,11 @@ def busy_a800_telemetry(
             exporter.stop()
 
 
-def _free(hub: Cluster, member: str, model: str) -> int | None:
-    body = client.CustomObjectsApi(hub.api).get_cluster_custom_object(
-        GROUP, VERSION, "memberclusters", member
-    )
-    for entry in (body.get("status") or {}).get("gpus", []):
-        if entry["model"] == model:
-            return int(entry["free"])
-    return None
-
-
 def test_gpus_busy_outside_kubernetes_send_jobs_to_the_next_member(
     tenant: Tenant, hub: Cluster, busy_a800_telemetry: list[FakeGpuExporter]
 ) -> None:
     wait_for(
-        lambda: _free(hub, "member-b", "A800") == 0,
+        lambda: member_free_gpus(hub, "member-b", "A800") == 0,
         timeout=TIMEOUTS.job_complete,
         what="member-b's status to show its A800s busy",
     )
@@ -123,7 +119,7 @@ def test_gpus_busy_outside_kubernetes_send_jobs_to_the_next_member(
         )
         exporter.set_state(idle)
     wait_for(
-        lambda: _free(hub, "member-b", "A800") == 16,
+        lambda: member_free_gpus(hub, "member-b", "A800") == 16,
         timeout=TIMEOUTS.job_complete,
         what="member-b's A800s to show free",
     )

@@ -21,7 +21,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from e2e.kube import Cluster
-from e2e.tenant import GROUP, VERSION, Tenant, compute_job
+from e2e.tenant import GROUP, VERSION, Tenant, compute_job, member_free_gpus
 from suanli.devenv import federation
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.toolchain import Toolchain
@@ -59,22 +59,12 @@ def a800_blocked(clusters: dict[str, Cluster]) -> Iterator[None]:
             member_b.core.patch_node(node, {"spec": {"taints": None}})
 
 
-def _free_gpus(hub: Cluster, member: str, model: str) -> int | None:
-    body = client.CustomObjectsApi(hub.api).get_cluster_custom_object(
-        GROUP, VERSION, "memberclusters", member
-    )
-    for entry in (body.get("status") or {}).get("gpus", []):
-        if entry["model"] == model:
-            return int(entry["free"])
-    return None
-
-
 def test_a_job_stuck_unschedulable_is_moved_to_another_member(
     tenant: Tenant, hub: Cluster, a800_blocked: None
 ) -> None:
     # The dispatcher must see member-b's A800s free (they are, as far as it can tell).
     wait_for(
-        lambda: _free_gpus(hub, "member-b", "A800") == 16,
+        lambda: member_free_gpus(hub, "member-b", "A800") == 16,
         timeout=TIMEOUTS.job_complete,
         what="member-b to report its 16 A800 free",
     )

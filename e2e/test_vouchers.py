@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,50 +13,17 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from e2e.kube import Cluster, kubectl
+from e2e.tenant import GROUP, VERSION, compute_job, voucher
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.waiting import TIMEOUTS, wait_for
 
-GROUP, VERSION = "suanli.io", "v1alpha1"
 # The most any test job can cost per GPU-hour: the H100 price of install.DEFAULT_PRICES.
 TOP_PRICE = Decimal("28.00")
 
 
-def voucher(name: str, amount: str, **spec: Any) -> dict[str, Any]:
-    now = datetime.datetime.now(datetime.UTC)
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "VoucherQuota",
-        "metadata": {"name": name},
-        "spec": {
-            "amount": amount,
-            "currency": "CNY",
-            "validFrom": (now - datetime.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "validUntil": (now + datetime.timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            **spec,
-        },
-    }
-
-
 def job(name: str, voucher_name: str, gpus: int = 1, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ComputeJob",
-        "metadata": {"name": name},
-        "spec": {
-            "gpusPerReplica": gpus,
-            "maxRuntime": "1h",
-            "voucherRef": {"name": voucher_name},
-            "template": {
-                # Runs (on kwok) until the test's namespace is deleted, so holds stay held.
-                "metadata": {"annotations": {"suanli.io/run-duration": "1h"}},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [{"name": "main", "image": "registry.example/train:1"}],
-                },
-            },
-            **spec,
-        },
-    }
+    # Runs (on kwok) until the test's namespace is deleted, so holds stay held.
+    return compute_job(name, voucher_name=voucher_name, gpus=gpus, run_for="1h", **spec)
 
 
 class Api:

@@ -39,7 +39,10 @@ def wait_for(
     what: str,
     interval: float = 0.2,
 ) -> T:
-    """Call ``probe`` until it returns something other than None or False; return that.
+    """Call ``probe`` until it returns something truthy; return that.
+
+    Falsy results (None, False, 0, an empty list) mean "not yet": a probe for "nothing is
+    left" returns a bool, never the empty collection itself.
 
     Exceptions from the probe propagate: a probe that can fail transiently handles that itself.
     The interval backs off up to 2 s so long waits cost little.
@@ -48,7 +51,7 @@ def wait_for(
     last: T | None = None
     while True:
         last = probe()
-        if last is not None and last is not False:
+        if last:
             return last
         if time.monotonic() >= deadline:
             raise WaitTimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")

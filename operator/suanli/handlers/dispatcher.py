@@ -369,9 +369,16 @@ class Dispatcher:
         self._unschedulable_since.pop(uid, None)
         tracked = self.jobs.pop(uid, None)
         if tracked is None:
-            # Not followed by this process (finished, or never queued): nothing runs for it.
-            self.kick()
-            return
+            if job.status.charged_cost is not None or not job.status.cluster:
+                self.kick()
+                return  # finished and charged, or never placed: nothing runs for it
+            # Placed by an earlier life of the operator and deleted before this one resumed it.
+            voucher = self.runtime.vouchers.get(
+                job.metadata.namespace or "", job.status.voucher or ""
+            )
+            request = JobRequest.from_computejob(job, voucher.voucher if voucher else None, key=uid)
+            dumped = job.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+            tracked = TrackedJob(job, request, dumped)
         status = tracked.status
         ref = status.get("remoteRef")
         cluster = tracked.dispatched_to
