@@ -25,9 +25,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from _common import api_metrics, quantile, webhook_buckets
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from prometheus_client.parser import text_string_to_metric_families
 
 from suanli.devenv import federation, install
 from suanli.devenv.operator_process import OperatorProcess
@@ -35,42 +35,7 @@ from suanli.devenv.toolchain import ensure_toolchain
 from suanli.devenv.topology import default_federation
 
 WEBHOOK = "computejob-admission.suanli.io"
-METRIC = "apiserver_admission_webhook_admission_duration_seconds"
 PRICE = Decimal("28.00")  # install.DEFAULT_PRICES["H100"]: 1 GPU x 1h
-
-
-def webhook_buckets(api: client.ApiClient) -> dict[float, float]:
-    """Cumulative bucket counts of the API server's histogram for our webhook."""
-    # The client's connection pool carries the kubeconfig's credentials.
-    response = api.rest_client.pool_manager.request("GET", f"{api.configuration.host}/metrics")
-    text = response.data.decode()
-    buckets: dict[float, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != METRIC:
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_bucket") and sample.labels.get("name") == WEBHOOK:
-                bound = float(sample.labels["le"])
-                buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    return buckets
-
-
-def quantile(buckets: dict[float, float], q: float) -> float:
-    """Prometheus-style histogram_quantile: linear interpolation inside the bucket."""
-    bounds = sorted(buckets)
-    total = buckets.get(math.inf, 0.0)
-    if total == 0:
-        return math.nan
-    rank = q * total
-    lower, below = 0.0, 0.0
-    for bound in bounds:
-        count = buckets[bound]
-        if count >= rank:
-            if math.isinf(bound):
-                return lower
-            return lower + (bound - lower) * (rank - below) / max(count - below, 1e-9)
-        lower, below = bound, count
-    return lower
 
 
 def voucher(amount: Decimal) -> dict[str, Any]:
@@ -116,7 +81,7 @@ def run_burst(hub: client.ApiClient, args: argparse.Namespace) -> dict[str, Any]
         "suanli.io", "v1alpha1", namespace, "voucherquotas", voucher(amount)
     )
     time.sleep(1)  # let the operator write the voucher's first status
-    before = webhook_buckets(hub)
+    before = webhook_buckets(api_metrics(hub), WEBHOOK)
     latencies: list[float] = []
 
     def create(index: int) -> bool:
@@ -135,7 +100,7 @@ def run_burst(hub: client.ApiClient, args: argparse.Namespace) -> dict[str, Any]
     with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
         admitted = sum(pool.map(create, range(args.jobs)))
     wall = time.perf_counter() - wall
-    after = webhook_buckets(hub)
+    after = webhook_buckets(api_metrics(hub), WEBHOOK)
     delta = {bound: after[bound] - before.get(bound, 0.0) for bound in after}
     latencies.sort()
     return {

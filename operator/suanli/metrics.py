@@ -36,6 +36,28 @@ LEDGER_WRITES: Final = Counter(
     "Voucher status writes, each committing a batch of ledger changes.",
     ["namespace", "voucher"],
 )
+HUB_REQUESTS: Final = Counter(
+    "suanli_hub_requests_total",
+    "Requests the operator's own client sent to the hub's API server (Kopf's are not counted), "
+    "by method and resource.",
+    ["method", "resource"],
+)
+EVENTS_DROPPED: Final = Counter(
+    "suanli_events_dropped_total",
+    "Events not written because too many were still waiting to be written.",
+)
+EVENT_LOOP_LAG: Final = Histogram(
+    "suanli_event_loop_lag_seconds",
+    "How late the operator's event loop woke a task that slept a quarter second: time it was "
+    "busy with other work (or waiting for a CPU or the GIL).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+GC_PAUSE: Final = Histogram(
+    "suanli_gc_pause_seconds",
+    "Time the Python garbage collector stopped the operator, per collection and generation.",
+    ["generation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 DISPATCH_SECONDS: Final = Histogram(
     "suanli_dispatch_latency_seconds",
     "From a ComputeJob's creation to its placement being recorded (queue wait included).",

@@ -21,12 +21,12 @@ from typing import Any, Final
 import kopf
 
 from suanli import metrics
-from suanli.api.computejob import ComputeJob
+from suanli.api.computejob import ComputeJob, validate_computejob
 from suanli.api.kinds import validate_manifest
 from suanli.api.membercluster import MemberCluster
-from suanli.api.meta import GROUP, VERSION
+from suanli.api.meta import API_VERSION, GROUP, VERSION
 from suanli.api.reasons import VoucherConditionType
-from suanli.api.validation import format_errors
+from suanli.api.validation import format_errors, parse
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.voucher_cache import ParsedVoucher, parse_voucher
 from suanli.kube import NotFoundError
@@ -60,6 +60,18 @@ def _check_schema_rules(data: dict[str, Any]) -> None:
         raise _deny(format_errors(errors), "Invalid")
 
 
+def _valid_computejob(data: dict[str, Any]) -> ComputeJob:
+    """The job as a model, parsed once, or a denial naming every field that is wrong."""
+    if data.get("apiVersion") != API_VERSION or data.get("kind") != "ComputeJob":
+        _check_schema_rules(data)  # says what is wrong with them
+    job, errors = parse(ComputeJob, data)
+    if job is not None:
+        errors = validate_computejob(job)
+    if errors or job is None:
+        raise _deny(format_errors(errors), "Invalid")
+    return job
+
+
 @kopf.on.validate(
     GROUP,
     VERSION,
@@ -74,9 +86,7 @@ async def computejob_create(
 ) -> None:
     started = time.monotonic()
     runtime: Runtime = memo.runtime
-    data = _object(body, namespace)
-    _check_schema_rules(data)
-    job = ComputeJob.model_validate(data)
+    job = _valid_computejob(_object(body, namespace))
     found = await _find_voucher(runtime, job)
     voucher, ledger, voucher_body = found.voucher, found.ledger, found.body
     members = [MemberCluster.model_validate(m) for m in runtime.members.values()]
@@ -160,10 +170,14 @@ async def _record_denial(
 )
 async def computejob_update(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
     data = _object(body, namespace)
-    _check_schema_rules(data)
     old = kwargs.get("old") or {}
     previous = dict(old.get("spec") or {})
     current = dict(data.get("spec") or {})
+    if previous and previous == current:
+        # Metadata only: the operator's own finalizer and annotation patches, a tenant's labels.
+        # The spec was checked when the job was admitted; the API server checks metadata.
+        return
+    _check_schema_rules(data)
     changed = sorted(
         key
         for key in set(previous) | set(current)

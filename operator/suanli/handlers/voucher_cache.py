@@ -26,6 +26,11 @@ def _version(body: dict[str, Any]) -> int:
     return int(text) if text.isdigit() else 1 << 62
 
 
+def _same_version(one: dict[str, Any], other: dict[str, Any]) -> bool:
+    version = one.get("metadata", {}).get("resourceVersion")
+    return bool(version) and version == other.get("metadata", {}).get("resourceVersion")
+
+
 @dataclass(frozen=True)
 class ParsedVoucher:
     body: dict[str, Any]
@@ -52,9 +57,15 @@ class VoucherCache:
         return metadata["namespace"], metadata["name"]
 
     def put(self, body: dict[str, Any]) -> None:
-        """Remember ``body`` unless a newer version of the voucher is already known."""
+        """Remember ``body`` unless the same or a newer version of the voucher is known.
+
+        The same version comes twice for every write of ours (our write's answer, then the
+        watch's event); keeping the first keeps its parsed ledger too.
+        """
         key = self.key(body)
         known = self._bodies.get(key)
+        if known is not None and _same_version(body, known):
+            return
         if known is None or _version(body) >= _version(known):
             self._bodies[key] = body
 
