@@ -18,6 +18,7 @@ Everything here runs on the operator's event loop; MemberLink callbacks arrive o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -39,7 +40,7 @@ from suanli.api.common import (
 from suanli.api.computejob import Attempt, ComputeJob, JobPhase, RemoteObjectReference
 from suanli.api.membercluster import MemberCluster
 from suanli.api.reasons import JobConditionType, JobReason
-from suanli.dispatch.capacity import CapacityIndex
+from suanli.dispatch.capacity import CapacityIndex, OverPlacementError
 from suanli.dispatch.kube import node_from_k8s, pod_from_k8s
 from suanli.dispatch.models import ClusterInfo, JobRequest, NodeInfo
 from suanli.dispatch.policy import Decision
@@ -143,6 +144,15 @@ class Dispatcher:
     async def _drain(self) -> None:
         self._publish_metrics()
         if not len(self.queue):
+            return
+        # Never decide on a partial view: after a (re)start, a member whose pods are not
+        # listed yet would look emptier than it is. Its sync callbacks kick again.
+        unsynced = [
+            name
+            for name, link in self.links.items()
+            if self.reachable.get(name) and not link.synced
+        ]
+        if unsynced:
             return
         result = await self.queue.drain_async(self.index, held=self._held())
         for placed in result.placed:
@@ -357,6 +367,19 @@ class Dispatcher:
         assert ref is not None
         remote = await link.get_job(ref.namespace, ref.name)
         if remote is None:
+            # Placed by an earlier life of the operator, its remote Job not yet created: hold
+            # its GPUs in the index again until its pods show, so no other job takes them.
+            attempts = tracked.status.get("attempts") or [{}]
+            model = attempts[-1].get("gpuModel")
+            request = tracked.request
+            allocation = (
+                self.index.allocate(cluster, model, request.replicas, request.gpus_per_replica)
+                if model
+                else None
+            )
+            if allocation:
+                with contextlib.suppress(OverPlacementError, ValueError):
+                    self.index.assume(tracked.key, cluster, allocation)
             await self._create_remote(tracked, link)
         else:
             await self._follow(tracked, remote)
@@ -511,6 +534,7 @@ class Dispatcher:
     # --- follow-up --------------------------------------------------------------------------
 
     def _jobs_synced(self, cluster: str, remotes: list[dict[str, Any]]) -> None:
+        self.kick()  # this may have been the last watch the dispatcher waited for
         for remote in remotes:
             self._job_event(cluster, "ADDED", remote)
         # Jobs placed on this member whose remote Job is missing: create it (after restart).
