@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -93,9 +94,9 @@ def terminate(pids: list[int], grace_seconds: float = 10.0) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _read_pid_files(directory: Path) -> list[int]:
+def _read_pid_files(directory: Path, pattern: str = "*.pid") -> list[int]:
     pids: list[int] = []
-    for pid_file in sorted(directory.glob("*.pid")):
+    for pid_file in sorted(directory.glob(pattern)):
         try:
             pids.append(int(pid_file.read_text().strip()))
         except (OSError, ValueError):
@@ -209,6 +210,36 @@ class KwokctlProvider:
 
     def stop(self, cluster: str) -> None:
         """Stop the cluster's processes, keeping its data (an outage, for tests and demos)."""
+        # kwok holds each node's lease under an identity that is new in every kwok process,
+        # and waits for a lease held by another identity to run out before it manages that
+        # node. Restarted, it would leave the nodes and their pods alone for up to the lease
+        # duration (200 s here): pods bound after the outage stayed Pending. A kubelet keeps
+        # its node across a restart; to act like one, kwok stops first and its leases go
+        # while the API server still answers, so the next kwok takes the nodes at once.
+        pids = self._workdir / "clusters" / cluster / "pids"
+        terminate(_read_pid_files(pids, "kwok-controller.pid"))
+        try:
+            _run(
+                [
+                    str(self._toolchain.kubectl),
+                    "--kubeconfig",
+                    str(self.kubeconfig(cluster)),
+                    "--namespace",
+                    "kube-node-lease",
+                    "delete",
+                    "leases",
+                    "--all",
+                    "--wait=false",
+                ],
+                self._env(),
+                f"deleting the node leases of {cluster}",
+                30,
+            )
+        except UserFacingError as error:  # the restart is only slower: say so, and go on
+            print(
+                f"[suanli dev] {error}; its nodes come back once their leases run out",
+                file=sys.stderr,
+            )
         _run(
             [str(self._toolchain.kwokctl), "--name", cluster, "stop", "cluster"],
             self._env(),
