@@ -64,6 +64,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PLURAL: Final = "computejobs"
+DISPATCH_CONCURRENCY: Final = 32
+UNWRITTEN_GRACE_SECONDS: Final = 1.0
+"""How long a new job's admission record may wait to go out with its first dispatch write."""
+"""Placed (or newly waiting) jobs of one pass whose writes are in flight at once."""
 
 
 @dataclass
@@ -74,6 +78,11 @@ class TrackedJob:
     request: JobRequest
     status: dict[str, Any]
     finished: bool = False
+    # False while the status holds changes not written yet (a new job's admission record).
+    written: bool = True
+    # Status writes of one job go out one at a time, each with the latest status, so a slow
+    # earlier write can never land after a later one.
+    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def key(self) -> str:
@@ -114,6 +123,9 @@ class Dispatcher:
     # Remote copies left on members the job moved away from (uid -> clusters), deleted as soon
     # as those members answer again, so a job never runs twice.
     _stale_copies: dict[str, set[str]] = field(default_factory=dict)
+    # Jobs (uid) finished and charged by this process: the late echoes of our own earlier
+    # writes must not start them again.
+    _finished: set[str] = field(default_factory=set)
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -155,10 +167,12 @@ class Dispatcher:
         if unsynced:
             return
         result = await self.queue.drain_async(self.index, held=self._held())
-        for placed in result.placed:
-            await self._dispatch(placed)
-        for key, decision in result.waiting.items():
-            await self._mark_waiting(key, decision)
+        # Every placement is assumed in the index already, so their writes may overlap. One
+        # at a time, dispatch was capped by the sum of a job's round trips (status write,
+        # remote Job create), a handful of jobs per second however idle the machine was.
+        work = [self._dispatch(placed) for placed in result.placed]
+        work += [self._mark_waiting(key, decision) for key, decision in result.waiting.items()]
+        await _run_bounded(work, DISPATCH_CONCURRENCY)
 
     def _publish_metrics(self) -> None:
         phases: dict[str, int] = dict.fromkeys((p.value for p in JobPhase), 0)
@@ -340,8 +354,15 @@ class Dispatcher:
 
     # --- hub jobs -----------------------------------------------------------------------------
 
-    async def job_seen(self, job: ComputeJob) -> None:
-        """A ComputeJob was admitted (or found at start-up): queue it, or keep following it."""
+    def knows(self, uid: str) -> bool:
+        """Whether the job is followed, or was finished and charged, by this process."""
+        return uid in self.jobs or uid in self._finished
+
+    async def job_seen(self, job: ComputeJob, *, unwritten: bool = False) -> None:
+        """A ComputeJob was admitted (or found at start-up): queue it, or keep following it.
+
+        ``unwritten``: its status holds the admission record, not written yet.
+        """
         status = job.status
         uid = job.metadata.uid or ""
         if status.phase in (JobPhase.REJECTED,) or status.charged_cost is not None:
@@ -349,8 +370,10 @@ class Dispatcher:
         voucher = self.runtime.vouchers.get(job.metadata.namespace or "", status.voucher or "")
         request = JobRequest.from_computejob(job, voucher.voucher if voucher else None, key=uid)
         dumped = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-        tracked = TrackedJob(job, request, dumped)
+        tracked = TrackedJob(job, request, dumped, written=not unwritten)
         self.jobs[uid] = tracked
+        if unwritten:
+            self._spawn(self._write_soon(tracked))
         if status.cluster and status.remote_ref is not None:
             await self._reattach(tracked)
         else:
@@ -387,6 +410,7 @@ class Dispatcher:
     async def job_deleted(self, job: ComputeJob) -> None:
         """The finalizer: stop the remote Job and charge what every attempt used."""
         uid = job.metadata.uid or ""
+        self._finished.discard(uid)
         self.queue.remove(uid)
         self.index.forget(uid)
         self._unschedulable_since.pop(uid, None)
@@ -454,7 +478,8 @@ class Dispatcher:
             return
         job = tracked.job
         now = _now()
-        status = tracked.status
+        before = tracked.status
+        status = tracked.status = dict(before)  # every key below is replaced, never edited
         attempts = list(status.get("attempts") or [])
         attempts.append(
             Attempt(
@@ -481,10 +506,28 @@ class Dispatcher:
         )
         # The choice is recorded before the remote Job exists: a crash between the two is
         # repaired on restart by creating it (idempotently), never by choosing again.
-        await self._write_status(tracked)
+        try:
+            await self._write_status(tracked)
+        except Exception as error:
+            # Nothing was recorded, so nothing runs: undo the choice and place it again on a
+            # later pass (not at once, which would spin while the hub does not answer).
+            logger.warning("recording where %s goes failed: %s", tracked.request.name, error)
+            tracked.status = before
+            self.index.forget(tracked.key)
+            if self.jobs.get(tracked.key) is tracked:
+                self.queue.push(tracked.request)
+            return
         created = job.metadata.creation_timestamp
         if created is not None and len(attempts) == 1:
             metrics.DISPATCH_SECONDS.observe(max(0.0, (now - created).total_seconds()))
+        if self.jobs.get(tracked.key) is not tracked:
+            return  # deleted meanwhile: its finalizer has run, so nothing may start it now
+        logger.info(
+            "dispatching %s/%s: %s",
+            job.metadata.namespace,
+            job.metadata.name,
+            placed.decision.summary,
+        )
         await self.runtime.hub.event(
             self._body(tracked), reason=JobReason.PLACED, message=placed.decision.summary
         )
@@ -529,7 +572,11 @@ class Dispatcher:
         self._condition(
             tracked, JobConditionType.DISPATCHED, False, decision.reason, decision.summary
         )
-        await self._write_status(tracked)
+        try:
+            await self._write_status(tracked)
+        except Exception:
+            self._waiting_reasons.pop(key, None)  # said again on the next pass
+            raise
 
     # --- follow-up --------------------------------------------------------------------------
 
@@ -589,7 +636,10 @@ class Dispatcher:
         if ended is not None:
             await self._finish(tracked, remote_status, ended)
             return
-        running = int(remote_status.get("ready") or remote_status.get("active") or 0)
+        # Ready pods, not active ones: a Pending pod is active. (Job controllers before
+        # Kubernetes 1.24 do not count ready pods; there, active is the best there is.)
+        counted = "ready" if "ready" in remote_status else "active"
+        running = int(remote_status.get(counted) or 0)
         if running >= tracked.request.replicas:
             self._unschedulable_since.pop(tracked.key, None)
         if running >= tracked.request.replicas and tracked.status.get("phase") != "Running":
@@ -688,8 +738,10 @@ class Dispatcher:
             self._body(tracked), reason=reason, message=message, warning=not succeeded
         )
         self._unschedulable_since.pop(tracked.key, None)
-        # Finished jobs are not kept: their status holds everything (and memory stays flat).
+        # Finished jobs are not kept, their status holds everything; only their uid is, until
+        # they are deleted, so a late echo of an earlier write cannot start them again.
         self.jobs.pop(tracked.key, None)
+        self._finished.add(tracked.key)
         self.kick()
 
     async def _end_attempt(
@@ -784,9 +836,17 @@ class Dispatcher:
 
     async def _write_status(self, tracked: TrackedJob) -> None:
         job = tracked.job
-        await self.runtime.hub.patch_status(
-            PLURAL, job.metadata.namespace, job.metadata.name or "", {"status": tracked.status}
-        )
+        async with tracked.write_lock:
+            await self.runtime.hub.patch_status(
+                PLURAL, job.metadata.namespace, job.metadata.name or "", {"status": tracked.status}
+            )
+            tracked.written = True
+
+    async def _write_soon(self, tracked: TrackedJob) -> None:
+        """Write a new job's status if no dispatch write has carried it within the grace."""
+        await asyncio.sleep(UNWRITTEN_GRACE_SECONDS)
+        if not tracked.written and self.jobs.get(tracked.key) is tracked:
+            await self._write_status(tracked)
 
     def _body(self, tracked: TrackedJob) -> dict[str, Any]:
         job = tracked.job
@@ -799,6 +859,20 @@ class Dispatcher:
                 "uid": job.metadata.uid,
             },
         }
+
+
+async def _run_bounded(work: list[Coroutine[Any, Any, None]], limit: int) -> None:
+    """Await all of ``work``, at most ``limit`` at a time; one failure does not stop the rest."""
+    slots = asyncio.Semaphore(limit)
+
+    async def one(coroutine: Coroutine[Any, Any, None]) -> None:
+        async with slots:
+            try:
+                await coroutine
+            except Exception:
+                logger.exception("dispatching a job failed")
+
+    await asyncio.gather(*(one(coroutine) for coroutine in work))
 
 
 def _unschedulable(pod: dict[str, Any]) -> bool:

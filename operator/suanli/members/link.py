@@ -165,6 +165,8 @@ class MemberLink:
         self._reported: bool | None = None
         self._message = "not probed yet"
         self._sent: dict[str, TelemetrySnapshot] = {}
+        # Namespaces known to exist on the member (written by worker threads: set ops are atomic).
+        self._namespaces: set[str] = set()
 
     # --- state ----------------------------------------------------------------------------------
 
@@ -404,9 +406,17 @@ class MemberLink:
             ) from error
 
     async def ensure_namespace(self, body: Obj) -> None:
-        """Create the Namespace ``body``; one that exists already is fine."""
+        """Create the Namespace ``body``; one that exists already is fine.
+
+        Every job of a tenant goes to the same namespace, so one this link has made (or found)
+        is remembered and not asked for again; if it is deleted behind our back, the next Job
+        create fails with NotFound, which forgets it (see _create_job).
+        """
         name = _metadata(body, namespaced=False)[1]
+        if name in self._namespaces:
+            return
         await self._remote(f"create Namespace {name}", self._create_namespace, body)
+        self._namespaces.add(name)
 
     def _create_namespace(self, body: Obj) -> None:
         try:
@@ -437,6 +447,8 @@ class MemberLink:
             try:
                 return request_json(self._api, "POST", path, body=body)
             except ApiError as error:
+                if error.status == 404:
+                    self._namespaces.discard(namespace)  # made again on the next attempt
                 if error.status != 409:
                     raise
             existing = self._read_job(namespace, name)
