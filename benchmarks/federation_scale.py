@@ -770,6 +770,15 @@ def figures(bench: Bench, m: Measured) -> None:
         loop_lag_p50_ms=ms(quantile(lag, 0.50)),
         loop_lag_p99_ms=ms(quantile(lag, 0.99)),
         gc_collections=round(gc_pauses.get(math.inf, 0.0)),
+        gc_cpu_s=round(
+            sum(
+                delta(
+                    counter(after.operator, "suanli_gc_cpu_seconds"),
+                    counter(before.operator, "suanli_gc_cpu_seconds"),
+                ).values()
+            ),
+            2,
+        ),
         gc_pause_s=round(sum(gc_sums.values()), 2),
         gc_pause_gen2_s=round(gc_sums.get(("2",), 0.0), 2),
         gc_pause_p99_ms=ms(quantile(gc_pauses, 0.99)),
@@ -903,6 +912,7 @@ LABELS: Final = {
     "loop_lag_p50_ms": "operator event loop lag p50 (ms)",
     "loop_lag_p99_ms": "operator event loop lag p99 (ms)",
     "gc_collections": "operator garbage collections",
+    "gc_cpu_s": "operator GC CPU, total (s)",
     "gc_pause_s": "operator GC pauses, total (s)",
     "gc_pause_gen2_s": "operator GC pauses, full collections (s)",
     "gc_pause_p99_ms": "operator GC pause p99 (ms)",

@@ -195,6 +195,11 @@ def test_deleting_a_computejob_removes_its_remote_job_and_charges_the_time_used(
     tenant.submit(compute_job("long", gpus=2, models=["L40S"], run_for="1h"))
     running = tenant.wait_phase("long", "Running", timeout=TIMEOUTS.job_complete)
     remote = running["status"]["remoteRef"]
+    # The operator's own finalizer holds the job, and nothing of Kopf's bookkeeping is written
+    # on it (each such write was another metadata PATCH through the webhooks).
+    metadata = running["metadata"]
+    assert metadata["finalizers"] == ["suanli.io/finalizer"]
+    assert not [key for key in metadata.get("annotations") or {} if key.startswith("suanli.io/")]
     member_b = clusters["member-b"]
     assert member_b.batch.read_namespaced_job(remote["name"], remote["namespace"])
     time.sleep(2)  # let it run for a measurable while before it is stopped

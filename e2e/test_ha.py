@@ -57,8 +57,9 @@ def test_the_standby_takes_over_when_the_active_replica_dies(
             tenant.submit(compute_job(name, gpus=2, models=["H100"], run_for="8s"))
         for name in names:
             tenant.wait_phase(name, "Running", timeout=TIMEOUTS.job_complete)
-        # The standby stood by: it handled none of the jobs.
-        assert "Handler 'computejob" not in standby.log(tail=None)
+        # The standby stood by: it dispatched none of the jobs (the active one did).
+        assert f"dispatching {namespace}/" in active.log(tail=None)
+        assert f"dispatching {namespace}/" not in standby.log(tail=None)
 
         active.kill()
         killed = time.monotonic()

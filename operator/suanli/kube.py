@@ -52,6 +52,7 @@ EVENTS_PENDING_MAX: Final = 1000
 EVENTS_CONCURRENT: Final = 8
 """Events written at once, so they never crowd out status writes."""
 MERGE_PATCH: Final = "application/merge-patch+json"
+JSON_PATCH: Final = "application/json-patch+json"
 
 
 class ConflictError(Exception):
@@ -240,6 +241,13 @@ class Hub:
         return await self._request(
             "PATCH", path, f"{plural}/status", body=patch, content_type=MERGE_PATCH
         )
+
+    async def json_patch(
+        self, plural: str, namespace: str | None, name: str, operations: Any
+    ) -> dict[str, Any]:
+        """A JSON patch (RFC 6902) of the object; its "test" operations make it conditional."""
+        path = _custom_path(plural, namespace, name)
+        return await self._request("PATCH", path, plural, body=operations, content_type=JSON_PATCH)
 
     async def secret(self, namespace: str, name: str) -> dict[str, str]:
         """A Secret's data, decoded to text."""

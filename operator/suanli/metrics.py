@@ -73,3 +73,7 @@ MEMBER_FREE_GPUS: Final = Gauge(
 MEMBER_TOTAL_GPUS: Final = Gauge(
     "suanli_member_gpus", "GPUs per member cluster and model.", ["member", "model"]
 )
+GC_CPU: Final = Counter(
+    "suanli_gc_cpu_seconds_total",
+    "CPU time the Python garbage collector used (of the thread it ran on).",
+)

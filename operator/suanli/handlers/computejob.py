@@ -7,11 +7,16 @@ queues it. Deleting a job stops its remote workload, charges what it used and re
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from suanli.api.common import ConditionStatus, format_duration, format_money, set_condition
 from suanli.api.computejob import ComputeJob, JobPhase
@@ -21,8 +26,11 @@ from suanli.api.voucherquota import VoucherQuota
 from suanli.handlers.ledger_writer import VoucherGoneError
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.voucher_cache import parse_voucher
+from suanli.kube import ConflictError, NotFoundError
 from suanli.vouchers.keys import job_key
 from suanli.vouchers.ledger import EntryState, Ledger
+
+logger = logging.getLogger(__name__)
 
 
 async def _holding_voucher(runtime: Runtime, job: ComputeJob) -> tuple[VoucherQuota, Ledger] | None:
@@ -41,12 +49,118 @@ async def _holding_voucher(runtime: Runtime, job: ComputeJob) -> tuple[VoucherQu
     return None
 
 
-@kopf.on.create(GROUP, VERSION, "computejobs", id="computejob-admitted")
-async def computejob_admitted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+FINALIZER: Final = "suanli.io/finalizer"
+"""Held by every ComputeJob until its remote workload is stopped and what it used is charged.
+(The name Kopf used for it before the operator managed it itself, so older jobs keep theirs.)"""
+RETRY_DELAYS: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
+"""Seconds between attempts of a step that failed; the last one repeats until it succeeds."""
+
+
+@kopf.on.event(GROUP, VERSION, "computejobs", id="computejob-events")
+async def computejob_event(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any) -> None:
+    """Every ComputeJob event, and every job listed at start-up (Kopf runs them one at a time
+    per object): hold the finalizer, record a new job's admission, hand it to the dispatcher;
+    once deleted, stop and charge it, then let it go.
+
+    An event handler with our own finalizer rather than Kopf's on.create, on.resume and
+    on.delete, because those also make Kopf keep its last-handled-configuration annotation on
+    every job: a second metadata PATCH per job, each passing through the validating webhooks,
+    for diffs that nothing here uses. The dispatcher knows which jobs it follows, and the
+    job's status says whether its admission has been recorded.
+    """
     runtime: Runtime = memo.runtime
+    metadata = body.get("metadata") or {}
+    finalizers = list(metadata.get("finalizers") or [])
+    if type == "DELETED":
+        return
+    if metadata.get("deletionTimestamp"):
+        if FINALIZER in finalizers:
+            job = ComputeJob.model_validate(dict(body))
+            await _until_done(f"releasing {_name(job)}", lambda: _release(runtime, job))
+        return
+    if FINALIZER not in finalizers:
+        await _add_finalizer(runtime, metadata, finalizers)
+    if runtime.dispatcher.knows(str(metadata.get("uid") or "")):
+        return  # mostly the echo of our own writes
     job = ComputeJob.model_validate(dict(body))
+    if job.status.voucher is None and job.status.phase is None:
+        await _until_done(
+            f"recording the admission of {_name(job)}", lambda: _record_admission(runtime, job)
+        )
+    elif job.status.voucher is not None:
+        await runtime.dispatcher.job_seen(job)
+
+
+def _name(job: ComputeJob) -> str:
+    return f"ComputeJob {job.metadata.namespace}/{job.metadata.name}"
+
+
+async def _until_done(what: str, step: Callable[[], Awaitable[None]]) -> None:
+    """Run ``step`` until it succeeds or the job is gone (Kopf does not retry event handlers)."""
+    for attempt in itertools.count():
+        try:
+            await step()
+            return
+        except NotFoundError:
+            return  # the job is gone, and with it anything left to do for it
+        except Exception as error:
+            delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
+            logger.warning("%s failed (%s); again in %.0fs", what, error, delay)
+            await asyncio.sleep(delay)
+
+
+async def _add_finalizer(
+    runtime: Runtime, metadata: Mapping[str, Any], finalizers: list[str]
+) -> None:
+    # Guarded by the resourceVersion: if the job changed meanwhile the patch is refused, and
+    # the event of that change brings us back here.
+    patch = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": metadata["resourceVersion"]},
+        {"op": "add", "path": "/metadata/finalizers", "value": [*finalizers, FINALIZER]},
+    ]
+    with contextlib.suppress(ConflictError, NotFoundError, ApiException):
+        await runtime.hub.json_patch(
+            "computejobs", metadata.get("namespace"), metadata["name"], patch
+        )
+
+
+async def _release(runtime: Runtime, job: ComputeJob) -> None:
+    """The job was deleted: stop its workload, charge what it used, release the rest."""
+    await runtime.dispatcher.job_deleted(job)
+    found = await _holding_voucher(runtime, job)
+    if found is not None:
+        voucher = found[0]
+        key = job_key(job)
+        writer = runtime.ledger_writer(
+            voucher.metadata.namespace or "", voucher.metadata.name or ""
+        )
+        # Release what is still held, then drop the entry (a charge stays in `spent`), so a
+        # new job of the same name can be admitted at once. A voucher that went first (its
+        # namespace is being deleted) has nothing left to release.
+        with contextlib.suppress(VoucherGoneError):
+            await writer.change(lambda ledger: ledger.release(key).forget(key))
+    finalizers = list(job.metadata.finalizers or [])
+    position = finalizers.index(FINALIZER)
+    patch = [
+        {"op": "test", "path": f"/metadata/finalizers/{position}", "value": FINALIZER},
+        {"op": "remove", "path": f"/metadata/finalizers/{position}"},
+    ]
+    namespace, name = job.metadata.namespace, job.metadata.name or ""
+    try:
+        await runtime.hub.json_patch("computejobs", namespace, name, patch)
+    except (ApiException, ConflictError) as error:
+        if getattr(error, "status", 409) not in (409, 422):  # the list changed: read it again
+            raise
+        current = await runtime.hub.get("computejobs", namespace, name)
+        job.metadata.finalizers = (current.get("metadata") or {}).get("finalizers") or []
+        if FINALIZER in job.metadata.finalizers:
+            raise
+
+
+async def _record_admission(runtime: Runtime, job: ComputeJob) -> None:
+    """Make the new job's status say what the webhook reserved, then queue it."""
     now = datetime.now(UTC)
-    status = job.status
+    status = job.status.model_copy(deep=True)
     status.total_gpus = job.spec.total_gpus
     status.observed_generation = job.metadata.generation
     found = await _holding_voucher(runtime, job)
@@ -70,7 +184,9 @@ async def computejob_admitted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> Non
         status.voucher = voucher.metadata.name
         status.reservation = entry.hold if entry.state is EntryState.RESERVED else None
         status.estimated_cost = entry.hold
-        status.phase = status.phase or JobPhase.PENDING
+        status.phase = JobPhase.PENDING
+        # No Event for this one: the condition says it, and an Event per admitted job was a
+        # third of the operator's writes to the hub in a burst.
         message = (
             f"Reserved {format_money(entry.hold)} {voucher.spec.currency} on voucher "
             f"{voucher.metadata.name}: the worst case of {job.spec.total_gpus} GPU(s) for "
@@ -84,40 +200,18 @@ async def computejob_admitted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> Non
             message,
             now=now,
         )
-    patch = {"status": status.model_dump(mode="json", by_alias=True, exclude_none=True)}
-    await runtime.hub.patch_status(
-        "computejobs", job.metadata.namespace, job.metadata.name or "", patch
-    )
-    if found is not None:
-        await runtime.dispatcher.job_seen(job)
-    await runtime.hub.event(
-        dict(body), reason=conditions[-1].reason, message=message, warning=found is None
-    )
-
-
-@kopf.on.resume(GROUP, VERSION, "computejobs", id="computejob-resume")
-async def computejob_resume(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """At start-up: queue admitted jobs again, re-attach to those already placed."""
-    runtime: Runtime = memo.runtime
-    job = ComputeJob.model_validate(dict(body))
-    if job.status.voucher is not None:
-        await runtime.dispatcher.job_seen(job)
-
-
-@kopf.on.delete(GROUP, VERSION, "computejobs", id="computejob-release")
-async def computejob_release(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    runtime: Runtime = memo.runtime
-    job = ComputeJob.model_validate(dict(body))
-    # Stop the remote workload and charge what it used before the rest is released.
-    await runtime.dispatcher.job_deleted(job)
-    found = await _holding_voucher(runtime, job)
     if found is None:
+        patch = {"status": status.model_dump(mode="json", by_alias=True, exclude_none=True)}
+        await runtime.hub.patch_status(
+            "computejobs", job.metadata.namespace, job.metadata.name or "", patch
+        )
+        await runtime.hub.event(
+            job.model_dump(mode="json", by_alias=True, exclude_none=True),
+            reason=JobReason.VOUCHER_NOT_FOUND,
+            message=message,
+            warning=True,
+        )
         return
-    voucher = found[0]
-    key = job_key(job)
-    writer = runtime.ledger_writer(voucher.metadata.namespace or "", voucher.metadata.name or "")
-    # Release what is still held, then drop the entry (a charge stays in `spent`), so a new
-    # job of the same name can be admitted at once.
-    # A voucher that went first (its namespace is being deleted) has nothing left to release.
-    with contextlib.suppress(VoucherGoneError):
-        await writer.change(lambda ledger: ledger.release(key).forget(key))
+    # Not written here: the dispatcher's first write (Dispatched, or Queued with the reason)
+    # carries it, one status write per job fewer; it writes it alone if that takes a while.
+    await runtime.dispatcher.job_seen(job.model_copy(update={"status": status}), unwritten=True)
