@@ -366,8 +366,10 @@ def test_recount_applies_what_job_statuses_prove():
     assert result.settled == ("team-a/charged",)
     assert result.released == ("team-a/rejected",)
     assert result.restored == ("team-a/lost-hold",)
-    assert result.forgotten == ("team-a/gone",)
-    assert after.entries["team-a/charged"].charged == D("70.00")
+    # Gone, or ended as its status records: the tombstones are folded into `settled`.
+    assert result.forgotten == ("team-a/charged", "team-a/gone", "team-a/rejected")
+    assert set(after.entries) == {"team-a/running", "team-a/lost-hold"}
+    assert after.settled == D("110.00")
     assert after.entries["team-a/lost-hold"].reserved_at == NOW
     assert after.spent == D("110.00")  # 40.00 folded + 70.00
     assert after.reserved == D("130.00")  # running + lost-hold
@@ -524,3 +526,24 @@ def test_a_batch_equals_reserving_one_by_one(amount, max_gpus, requests):
         except ReservationRefusedError as error:
             assert error.refusals == decision.refusals
     assert state == result.ledger
+
+
+def test_recount_folds_the_tombstones_of_jobs_whose_status_records_the_end():
+    state = (
+        ledger()
+        .reserve("team-a/done", D("100.00"), 4, at=NOW)
+        .settle("team-a/done", D("60.00"))
+        .reserve("team-a/closing", D("100.00"), 4, at=NOW)
+        .settle("team-a/closing", D("20.00"))
+    )
+    jobs = [
+        make_job("done", held("0.00", estimatedCost="100.00", chargedCost="60.00")),
+        # Settled on the voucher, its own status not written yet: the tombstone must stay,
+        # or a restarted operator would see a hold the voucher lacks and take it again.
+        make_job("closing", held("100.00", phase="Running")),
+    ]
+    result = recount(state, jobs, now=NOW, grace=timedelta(minutes=5))
+    assert result.forgotten == ("team-a/done",)
+    assert set(result.ledger.entries) == {"team-a/closing"}
+    assert result.ledger.spent == state.spent == D("80.00")
+    assert not result.restored

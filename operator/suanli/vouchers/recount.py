@@ -23,8 +23,10 @@ Two functions, for two situations:
     status was written, the voucher's was not);
   - a job that records a hold on this voucher (``status.voucher``, ``status.reservation > 0``,
     not charged) but has no entry gets its hold back, dated ``now``;
-  - a tombstone (Charged or Released entry) whose job is gone is forgotten; its charge stays
-    in ``spent`` through ``settled``.
+  - a tombstone (Charged or Released entry) is forgotten once its job is gone or its job's
+    status records how it ended (``chargedCost``, or released); its charge stays in
+    ``spent`` through ``settled``. The ledger thus holds the jobs in flight, not every job
+    that ever ran, and the status write on each admission stays small.
 
   Charges are never re-created from job statuses: a job listed from a stale cache after its
   tombstone was forgotten would otherwise be charged twice. ``spent`` only grows by
@@ -106,7 +108,8 @@ class RecountResult:
         released: jobs whose holds were released: leaked, or released on the job only.
         settled: jobs charged from their status (the job recorded a charge, the voucher not).
         restored: jobs whose hold was missing from the ledger and was taken again.
-        forgotten: jobs whose tombstones were dropped because the job is gone.
+        forgotten: jobs whose tombstones were dropped: the job is gone, or its status records
+            how it ended.
     """
 
     ledger: Ledger
@@ -148,17 +151,21 @@ def recount(
                 ledger = ledger.release(key).forget(key)
                 released.append(key)
             continue
-        if not entry.is_active:
-            continue
         seen = entry_from_job(job, name)
-        if seen is None:
+        if seen is None or seen.is_active:
             continue
-        if seen.state is EntryState.CHARGED and seen.charged is not None:
-            ledger = ledger.settle(key, seen.charged)
-            settled.append(key)
-        elif seen.state is EntryState.RELEASED:
-            ledger = ledger.release(key)
-            released.append(key)
+        if entry.is_active:
+            if seen.state is EntryState.CHARGED and seen.charged is not None:
+                ledger = ledger.settle(key, seen.charged)
+                settled.append(key)
+            else:
+                ledger = ledger.release(key)
+                released.append(key)
+        # The job's status records how it ended, so its tombstone has done its work: nothing
+        # settles a job whose status says it was charged. Folding it into `settled` keeps the
+        # ledger, written whole on every admission, as small as the jobs still in flight.
+        ledger = ledger.forget(key)
+        forgotten.append(key)
     for key, job in sorted(existing.items()):
         if key in ledger.entries:
             continue
