@@ -43,8 +43,10 @@ logger = logging.getLogger(__name__)
 COMPONENT: Final = "suanli-operator"
 CONNECTIONS: Final = 32
 """Concurrent connections to the hub's API server for status writes, reads and Events."""
-LEDGER_CONNECTIONS: Final = 8
-"""Connections of their own for VoucherQuota requests (see Hub)."""
+LEDGER_CONNECTIONS: Final = 32
+"""Connections of their own for VoucherQuota requests (see Hub). Each voucher has at most one
+commit in flight (the next waits for its resourceVersion), so this is how many vouchers can
+commit at once; with 8, twenty busy vouchers queued for connections and admission slowed."""
 LEDGER_PLURAL: Final = "voucherquotas"
 TIMEOUT: Final = aiohttp.ClientTimeout(total=60, sock_connect=5)
 EVENTS_PENDING_MAX: Final = 1000

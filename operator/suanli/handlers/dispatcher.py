@@ -32,12 +32,19 @@ from suanli import metrics
 from suanli.api.common import (
     Condition,
     ConditionStatus,
+    ObjectMeta,
     format_money,
     parse_money,
     parse_timestamp,
     set_condition,
 )
-from suanli.api.computejob import Attempt, ComputeJob, JobPhase, RemoteObjectReference
+from suanli.api.computejob import (
+    Attempt,
+    ComputeJob,
+    ComputeJobStatus,
+    JobPhase,
+    RemoteObjectReference,
+)
 from suanli.api.membercluster import MemberCluster
 from suanli.api.reasons import JobConditionType, JobReason
 from suanli.dispatch.capacity import CapacityIndex, OverPlacementError
@@ -370,7 +377,7 @@ class Dispatcher:
         voucher = self.runtime.vouchers.get(job.metadata.namespace or "", status.voucher or "")
         request = JobRequest.from_computejob(job, voucher.voucher if voucher else None, key=uid)
         dumped = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-        tracked = TrackedJob(job, request, dumped, written=not unwritten)
+        tracked = TrackedJob(_slim(job), request, dumped, written=not unwritten)
         self.jobs[uid] = tracked
         if unwritten:
             self._spawn(self._write_soon(tracked))
@@ -386,9 +393,8 @@ class Dispatcher:
         link = self.links.get(cluster)
         if link is None:
             return  # the member's link will report its jobs once connected (jobs_synced)
-        ref = tracked.job.status.remote_ref
-        assert ref is not None
-        remote = await link.get_job(ref.namespace, ref.name)
+        ref = tracked.status.get("remoteRef") or {}
+        remote = await link.get_job(ref.get("namespace", ""), ref.get("name", ""))
         if remote is None:
             # Placed by an earlier life of the operator, its remote Job not yet created: hold
             # its GPUs in the index again until its pods show, so no other job takes them.
@@ -441,11 +447,11 @@ class Dispatcher:
                 )
         charges = [parse_money(a.get("charge") or "0") for a in status.get("attempts") or []]
         if any(charges):
-            await self._settle_ledger(job, sum(charges, Decimal(0)))
+            await self._settle_ledger(job, status.get("voucher"), sum(charges, Decimal(0)))
         self.kick()
 
-    async def _settle_ledger(self, job: ComputeJob, charge: Decimal) -> None:
-        writer = self.runtime.ledger_writer(job.metadata.namespace or "", job.status.voucher or "")
+    async def _settle_ledger(self, job: ComputeJob, voucher: str | None, charge: Decimal) -> None:
+        writer = self.runtime.ledger_writer(job.metadata.namespace or "", voucher or "")
         key = job_key(job)
 
         def settle(ledger: Any) -> Any:
@@ -709,7 +715,7 @@ class Dispatcher:
         total_charge = sum((parse_money(a.get("charge") or "0") for a in attempts), Decimal(0))
         # Voucher first (idempotent: a second settle of the same job changes nothing), then
         # the job's status with the charge and a zero reservation in one write.
-        await self._settle_ledger(tracked.job, total_charge)
+        await self._settle_ledger(tracked.job, tracked.status.get("voucher"), total_charge)
         tracked.status.update(
             phase=(JobPhase.SUCCEEDED if succeeded else JobPhase.FAILED).value,
             gpuSeconds=total_seconds,
@@ -859,6 +865,24 @@ class Dispatcher:
                 "uid": job.metadata.uid,
             },
         }
+
+
+def _slim(job: ComputeJob) -> ComputeJob:
+    """The job as the dispatcher keeps it while it is in flight: identity and spec.
+
+    Its status lives on as TrackedJob.status, and metadata beyond identity (managedFields
+    above all) is never read again; with thousands of jobs held, the copies added up to tens
+    of MB.
+    """
+    meta = job.metadata
+    identity = ObjectMeta(
+        name=meta.name,
+        namespace=meta.namespace,
+        uid=meta.uid,
+        generation=meta.generation,
+        creation_timestamp=meta.creation_timestamp,
+    )
+    return job.model_copy(update={"metadata": identity, "status": ComputeJobStatus()})
 
 
 async def _run_bounded(work: list[Coroutine[Any, Any, None]], limit: int) -> None:
