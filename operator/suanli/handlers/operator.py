@@ -7,7 +7,6 @@ so the operator's surface is this list (no star imports, no discovery).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import gc
 import logging
 import tempfile
@@ -19,7 +18,7 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from suanli import metrics
+from suanli import malloc, metrics
 from suanli.certs import generate_webhook_certificates
 from suanli.handlers import admission, computejob, membercluster, voucherquota  # noqa: F401
 from suanli.handlers.options import OperatorOptions
@@ -164,26 +163,9 @@ def tune_garbage_collection() -> None:
     gc.callbacks.append(_GCTimer())
 
 
-# glibc gives each thread that allocates its own malloc arena, up to 8 per core, and memory
-# freed in one arena is not reused by another. The member links parse watch events in worker
-# threads: with 10,000 jobs, 16 arena heaps held 128 MiB of the operator's RSS. Two arenas
-# are plenty for threads that mostly wait on the network.
-MALLOC_ARENAS = 2
-_M_ARENA_MAX = -8  # from glibc's malloc.h
-
-
-def limit_malloc_arenas() -> None:
-    """Cap glibc's malloc arenas for threads started from now on; elsewhere, do nothing."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
-        logger.debug("malloc arenas left alone: no glibc mallopt")
-
-
 def run(options: OperatorOptions, liveness_endpoint: str | None = None) -> None:
     """Run until interrupted (SIGINT/SIGTERM)."""
-    limit_malloc_arenas()
+    malloc.limit_arenas()
     tune_garbage_collection()
     # A line per webhook call the API server makes (several per job) says nothing the
     # admission metrics do not; failures are still logged by Kopf.
