@@ -100,6 +100,7 @@ from _common import (
     webhook_buckets,
 )
 
+from suanli.api.meta import API_VERSION
 from suanli.devenv import federation, install
 from suanli.devenv.manifests import GPU_RESOURCE, RUN_DURATION_ANNOTATION
 from suanli.devenv.operator_process import OperatorProcess
@@ -108,7 +109,6 @@ from suanli.devenv.topology import H100, ClusterSpec, FederationSpec, NodePool
 from suanli.members.kubeapi import KubeSource, describe_error, load_client, request_json
 from suanli.members.watch import ResourceWatcher
 
-GROUP: Final = "suanli.io/v1alpha1"
 WEBHOOK: Final = "computejob-admission.suanli.io"
 RUN_LABEL: Final = "suanli.io/bench-run"
 VOUCHER: Final = "bench"
@@ -184,7 +184,7 @@ def voucher(jobs: int, max_runtime_hours: int) -> dict[str, Any]:
     price = Decimal(install.DEFAULT_PRICES["H100"])
     amount = price * max_runtime_hours * max(jobs, 1) * 2 + 100
     return {
-        "apiVersion": GROUP,
+        "apiVersion": API_VERSION,
         "kind": "VoucherQuota",
         "metadata": {"name": VOUCHER},
         "spec": {
@@ -206,7 +206,7 @@ def pod_template(run_duration: str, gpu_request: bool) -> dict[str, Any]:
 
 def compute_job(name: str, run: str, run_duration: str, max_runtime: str) -> dict[str, Any]:
     return {
-        "apiVersion": GROUP,
+        "apiVersion": API_VERSION,
         "kind": "ComputeJob",
         "metadata": {"name": name, "labels": {RUN_LABEL: run}},
         "spec": {
@@ -327,7 +327,7 @@ def watch_jobs(hub: Any, run: str, tracker: Tracker) -> ResourceWatcher:
     source = KubeSource(
         hub,
         kind="ComputeJob",
-        api_version=GROUP,
+        api_version=API_VERSION,
         path="/apis/suanli.io/v1alpha1/computejobs",
         label_selector=f"{RUN_LABEL}={run}",
     )
@@ -549,12 +549,12 @@ class Bench:
             create(self.hub, "/api/v1/namespaces", {"metadata": {"name": namespace}})
             create(
                 self.hub,
-                f"/apis/{GROUP}/namespaces/{namespace}/voucherquotas",
+                f"/apis/{API_VERSION}/namespaces/{namespace}/voucherquotas",
                 voucher(per_tenant, max_runtime_hours),
             )
 
     def members_ready(self) -> bool:
-        listed = request_json(self.hub, "GET", f"/apis/{GROUP}/memberclusters")
+        listed = request_json(self.hub, "GET", f"/apis/{API_VERSION}/memberclusters")
         ready = 0
         for member in listed.get("items", []):
             conditions = (member.get("status") or {}).get("conditions") or []
@@ -575,7 +575,7 @@ class Bench:
                 duration,
                 "2h" if self.args.memory_run else self.args.max_runtime,
             )
-            path = f"/apis/{GROUP}/namespaces/{namespace}/computejobs"
+            path = f"/apis/{API_VERSION}/namespaces/{namespace}/computejobs"
             posts.append(Post(self.hub, path, body))
         return posts
 
@@ -1055,7 +1055,9 @@ def main() -> int:
             operator.start()
             log(f"operator running (pid {operator.process.pid if operator.process else '?'})")
             install.join_members(admin, state.members)
-        leftovers = request_json(hub, "GET", f"/apis/{GROUP}/computejobs", query=[("limit", 1)])
+        leftovers = request_json(
+            hub, "GET", f"/apis/{API_VERSION}/computejobs", query=[("limit", 1)]
+        )
         if leftovers.get("items"):
             log("note: the hub already holds ComputeJobs (a reused federation): expect noise")
         bench.prepare_tenants(2 if args.memory_run else hours(args.max_runtime))

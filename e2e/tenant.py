@@ -65,15 +65,30 @@ def compute_job(
     }
 
 
-def member_free_gpus(hub: Cluster, member: str, model: str) -> int | None:
-    """Free GPUs of ``model`` as the MemberCluster's status reports them."""
+def member_status(hub: Cluster, member: str) -> dict[str, Any]:
+    """The MemberCluster's status, as the operator last wrote it."""
     body = client.CustomObjectsApi(hub.api).get_cluster_custom_object(
         GROUP, VERSION, "memberclusters", member
     )
-    for entry in (body.get("status") or {}).get("gpus", []):
+    status: dict[str, Any] = body.get("status") or {}
+    return status
+
+
+def member_free_gpus(hub: Cluster, member: str, model: str) -> int | None:
+    """Free GPUs of ``model`` as the MemberCluster's status reports them."""
+    for entry in member_status(hub, member).get("gpus", []):
         if entry["model"] == model:
             return int(entry["free"])
     return None
+
+
+def wait_member_free_gpus(hub: Cluster, member: str, model: str, free: int) -> None:
+    """Wait until the member's status reports ``free`` GPUs of ``model``."""
+    wait_for(
+        lambda: member_free_gpus(hub, member, model) == free,
+        timeout=TIMEOUTS.job_complete,
+        what=f"{member}'s status to report {free} {model} free",
+    )
 
 
 class Tenant:

@@ -15,7 +15,7 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.kube import Cluster
-from e2e.tenant import GROUP, VERSION, Tenant, compute_job, member_free_gpus
+from e2e.tenant import GROUP, VERSION, Tenant, compute_job, wait_member_free_gpus
 from suanli.devenv.fakenvml import FakeNvmlState, sample_gpus
 from suanli.devenv.fakenvml.exporter_process import FakeGpuExporter
 from suanli.devenv.manifests import GPU_RESOURCE
@@ -43,11 +43,7 @@ def test_a_job_goes_to_the_cheapest_member_with_its_model(
 ) -> None:
     # A800 on member-b costs 22.00, H100 on member-a 28.00: the job accepts both. Jobs of
     # earlier tests may still hold the A800s (their namespaces are being deleted): wait.
-    wait_for(
-        lambda: member_free_gpus(hub, "member-b", "A800") == 16,
-        timeout=TIMEOUTS.job_complete,
-        what="member-b's A800s to be free",
-    )
+    wait_member_free_gpus(hub, "member-b", "A800", 16)
     tenant.submit(compute_job("cheap", models=["H100", "A800"], run_for="1s"))
     done = tenant.wait_phase("cheap", "Succeeded", timeout=TIMEOUTS.job_complete)
     status = done["status"]
@@ -101,11 +97,7 @@ def busy_a800_telemetry(
 def test_gpus_busy_outside_kubernetes_send_jobs_to_the_next_member(
     tenant: Tenant, hub: Cluster, busy_a800_telemetry: list[FakeGpuExporter]
 ) -> None:
-    wait_for(
-        lambda: member_free_gpus(hub, "member-b", "A800") == 0,
-        timeout=TIMEOUTS.job_complete,
-        what="member-b's status to show its A800s busy",
-    )
+    wait_member_free_gpus(hub, "member-b", "A800", 0)
     tenant.submit(compute_job("detour", models=["A800", "H100"], run_for="1s"))
     done = tenant.wait_phase("detour", "Succeeded", timeout=TIMEOUTS.job_complete)
     assert done["status"]["cluster"] == "member-a"
@@ -118,11 +110,7 @@ def test_gpus_busy_outside_kubernetes_send_jobs_to_the_next_member(
             )
         )
         exporter.set_state(idle)
-    wait_for(
-        lambda: member_free_gpus(hub, "member-b", "A800") == 16,
-        timeout=TIMEOUTS.job_complete,
-        what="member-b's A800s to show free",
-    )
+    wait_member_free_gpus(hub, "member-b", "A800", 16)
     tenant.submit(compute_job("back", models=["A800", "H100"], run_for="1s"))
     assert (
         tenant.wait_phase("back", "Succeeded", timeout=TIMEOUTS.job_complete)["status"]["cluster"]

@@ -17,11 +17,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from e2e.kube import Cluster
-from e2e.tenant import GROUP, VERSION, Tenant, compute_job, member_free_gpus
+from e2e.tenant import Tenant, compute_job, member_status, wait_member_free_gpus
 from suanli.devenv import federation
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.toolchain import Toolchain
@@ -35,10 +34,7 @@ def tenant(hub: Cluster, namespace: str, operator: OperatorProcess) -> Tenant:
 
 
 def _member_condition(hub: Cluster, member: str, kind: str) -> str | None:
-    body = client.CustomObjectsApi(hub.api).get_cluster_custom_object(
-        GROUP, VERSION, "memberclusters", member
-    )
-    for condition in (body.get("status") or {}).get("conditions", []):
+    for condition in member_status(hub, member).get("conditions", []):
         if condition["type"] == kind:
             return str(condition["status"])
     return None
@@ -63,11 +59,7 @@ def test_a_job_stuck_unschedulable_is_moved_to_another_member(
     tenant: Tenant, hub: Cluster, a800_blocked: None
 ) -> None:
     # The dispatcher must see member-b's A800s free (they are, as far as it can tell).
-    wait_for(
-        lambda: member_free_gpus(hub, "member-b", "A800") == 16,
-        timeout=TIMEOUTS.job_complete,
-        what="member-b to report its 16 A800 free",
-    )
+    wait_member_free_gpus(hub, "member-b", "A800", 16)
     started = time.monotonic()
     tenant.submit(compute_job("stuck", gpus=2, models=["A800", "H100"], run_for="1s"))
     done = tenant.wait_phase("stuck", "Succeeded", timeout=TIMEOUTS.job_complete)["status"]

@@ -72,9 +72,9 @@ logger = logging.getLogger(__name__)
 
 PLURAL: Final = "computejobs"
 DISPATCH_CONCURRENCY: Final = 32
+"""Placed (or newly waiting) jobs of one pass whose writes are in flight at once."""
 UNWRITTEN_GRACE_SECONDS: Final = 1.0
 """How long a new job's admission record may wait to go out with its first dispatch write."""
-"""Placed (or newly waiting) jobs of one pass whose writes are in flight at once."""
 
 
 @dataclass
@@ -371,21 +371,27 @@ class Dispatcher:
         ``unwritten``: its status holds the admission record, not written yet.
         """
         status = job.status
-        uid = job.metadata.uid or ""
         if status.phase in (JobPhase.REJECTED,) or status.charged_cost is not None:
             return
-        voucher = self.runtime.vouchers.get(job.metadata.namespace or "", status.voucher or "")
-        request = JobRequest.from_computejob(job, voucher.voucher if voucher else None, key=uid)
-        dumped = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-        tracked = TrackedJob(_slim(job), request, dumped, written=not unwritten)
-        self.jobs[uid] = tracked
+        tracked = self._track(job, written=not unwritten)
+        self.jobs[tracked.key] = tracked
         if unwritten:
             self._spawn(self._write_soon(tracked))
         if status.cluster and status.remote_ref is not None:
             await self._reattach(tracked)
         else:
-            self.queue.push(request)
+            self.queue.push(tracked.request)
             self.kick()
+
+    def _track(self, job: ComputeJob, *, written: bool = True) -> TrackedJob:
+        """What the dispatcher keeps of ``job``: its request, its status, a slim copy."""
+        status = job.status
+        voucher = self.runtime.vouchers.get(job.metadata.namespace or "", status.voucher or "")
+        request = JobRequest.from_computejob(
+            job, voucher.voucher if voucher else None, key=job.metadata.uid or ""
+        )
+        dumped = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return TrackedJob(_slim(job), request, dumped, written=written)
 
     async def _reattach(self, tracked: TrackedJob) -> None:
         """After a restart: the job was placed; make sure its remote Job exists and follow it."""
@@ -426,12 +432,7 @@ class Dispatcher:
                 self.kick()
                 return  # finished and charged, or never placed: nothing runs for it
             # Placed by an earlier life of the operator and deleted before this one resumed it.
-            voucher = self.runtime.vouchers.get(
-                job.metadata.namespace or "", job.status.voucher or ""
-            )
-            request = JobRequest.from_computejob(job, voucher.voucher if voucher else None, key=uid)
-            dumped = job.status.model_dump(mode="json", by_alias=True, exclude_none=True)
-            tracked = TrackedJob(job, request, dumped)
+            tracked = self._track(job)
         status = tracked.status
         ref = status.get("remoteRef")
         cluster = tracked.dispatched_to
