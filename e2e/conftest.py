@@ -126,7 +126,7 @@ def operator(
 
 
 _SESSION_OPERATORS: list[OperatorProcess] = []
-SESSION_WEBHOOK = "suanli.io"  # the ValidatingWebhookConfiguration `suanli run` manages
+SESSION_WEBHOOK = "suanli.io"  # the webhook configurations `suanli run` manages
 
 
 @pytest.fixture(scope="module")
@@ -139,11 +139,13 @@ def session_operator_paused() -> Iterator[None]:
     paused = [process for process in _SESSION_OPERATORS if process.running]
     for process in paused:
         process.stop()
-        # Its webhook configuration fails closed; it is re-made when the operator restarts.
+        # Its webhook configurations are re-made when the operator restarts. The validating
+        # one fails closed; the mutating one fails open, but each create would still call it.
+        admission = client.AdmissionregistrationV1Api(federation.api_client(process.kubeconfig))
         with contextlib.suppress(ApiException):
-            client.AdmissionregistrationV1Api(
-                federation.api_client(process.kubeconfig)
-            ).delete_validating_webhook_configuration(SESSION_WEBHOOK)
+            admission.delete_validating_webhook_configuration(SESSION_WEBHOOK)
+        with contextlib.suppress(ApiException):
+            admission.delete_mutating_webhook_configuration(SESSION_WEBHOOK)
     try:
         yield
     finally:

@@ -16,6 +16,7 @@ from e2e.kube import Cluster, kubectl
 from e2e.tenant import GROUP, VERSION, compute_job, voucher
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.handlers.computejob import FINALIZER
 
 # The most any test job can cost per GPU-hour: the H100 price of install.DEFAULT_PRICES.
 TOP_PRICE = Decimal("28.00")
@@ -148,6 +149,14 @@ def test_dry_run_reserves_nothing(api: Api) -> None:
         what="the voucher's first status",
     )
     assert Decimal(api.status("dry")["reserved"]) == 0
+
+
+def test_an_admitted_job_is_stored_with_the_operators_finalizer(api: Api) -> None:
+    # The create's answer is the object as the create stored it: the operator cannot have
+    # patched it yet, so the finalizer came from the mutating webhook.
+    api.create("voucherquotas", voucher("held", "1000.00"))
+    created = api.create("computejobs", job("born-held", "held"))
+    assert created["metadata"]["finalizers"] == [FINALIZER]
 
 
 def test_cost_deciding_fields_are_immutable(api: Api) -> None:

@@ -35,11 +35,20 @@ KUBE_VERSION = KUBERNETES_VERSION.removeprefix("v")
 RBAC_KINDS = ("Role", "ClusterRole")
 
 # The admission handlers of operator/suanli/handlers/admission.py, as Kopf registers them.
+VALIDATING = "ValidatingWebhookConfiguration"
+MUTATING = "MutatingWebhookConfiguration"
 HANDLERS = {
-    "computejob-admission": ("computejobs", ["CREATE"], "NoneOnDryRun"),
-    "computejob-immutable": ("computejobs", ["UPDATE"], "None"),
-    "voucherquota-validation": ("voucherquotas", ["CREATE", "UPDATE"], "None"),
-    "membercluster-validation": ("memberclusters", ["CREATE", "UPDATE"], "None"),
+    "computejob-admission": (VALIDATING, "computejobs", ["CREATE"], "NoneOnDryRun", "Fail"),
+    "computejob-immutable": (VALIDATING, "computejobs", ["UPDATE"], "None", "Fail"),
+    "voucherquota-validation": (VALIDATING, "voucherquotas", ["CREATE", "UPDATE"], "None", "Fail"),
+    "membercluster-validation": (
+        VALIDATING,
+        "memberclusters",
+        ["CREATE", "UPDATE"],
+        "None",
+        "Fail",
+    ),
+    "computejob-finalizer": (MUTATING, "computejobs", ["CREATE"], "None", "Ignore"),
 }
 
 
@@ -171,6 +180,7 @@ def test_the_default_install_is_the_hub() -> None:
         "CustomResourceDefinition/memberclusters.suanli.io",
         "CustomResourceDefinition/voucherquotas.suanli.io",
         "Deployment/suanli-operator",
+        "MutatingWebhookConfiguration/suanli-admission",
         "Role/suanli-operator-secrets",
         "RoleBinding/suanli-operator-secrets",
         "Secret/suanli-webhook-tls",
@@ -195,7 +205,8 @@ def test_every_object_is_labelled_and_namespaced_in_the_release(
         "ClusterRole",
         "ClusterRoleBinding",
         "CustomResourceDefinition",
-        "ValidatingWebhookConfiguration",
+        MUTATING,
+        VALIDATING,
     }
     for doc in variant:
         labels = doc["metadata"]["labels"]
@@ -372,44 +383,58 @@ def test_extra_arguments_and_image() -> None:
 def test_one_webhook_per_kopf_admission_handler() -> None:
     # Kopf's registry is filled by importing the handler module; compare the chart with it.
     from kopf._core.intents import registries  # noqa: PLC0415
+    from kopf._core.intents.causes import WebhookType  # noqa: PLC0415
 
     from suanli.handlers import admission  # noqa: F401, PLC0415
 
+    kind = {WebhookType.VALIDATING: VALIDATING, WebhookType.MUTATING: MUTATING}
     registered = {
         handler.id: (
+            kind[handler.reason],
             handler.selector.any_name if handler.selector else None,
             list(handler.operations or []),
             "NoneOnDryRun" if handler.side_effects else "None",
+            "Ignore" if handler.ignore_failures else "Fail",
         )
         for handler in registries.get_default_registry()._webhooks.get_all_handlers()
     }
     assert registered == HANDLERS
-    webhooks = find(render(), "ValidatingWebhookConfiguration")["webhooks"]
+    docs = render()
     rendered = {
         w["name"].removesuffix(".suanli.io"): (
+            configuration,
             w["rules"][0]["resources"][0],
             w["rules"][0]["operations"],
             w["sideEffects"],
+            w["failurePolicy"],
         )
-        for w in webhooks
+        for configuration in (VALIDATING, MUTATING)
+        for w in find(docs, configuration)["webhooks"]
     }
     assert rendered == registered
 
 
 @pytest.mark.parametrize("variant_name", ["defaults", "cert-manager", "external-operator"])
-def test_every_webhook_fails_closed_within_thirty_seconds(variant_name: str) -> None:
-    configuration = find(render(**VARIANTS[variant_name]), "ValidatingWebhookConfiguration")
-    assert configuration["metadata"]["name"] == "suanli-admission"
-    for webhook in configuration["webhooks"]:
-        assert webhook["failurePolicy"] == "Fail"
-        assert webhook["timeoutSeconds"] <= 30
-        assert webhook["admissionReviewVersions"] == ["v1"]
-        assert webhook["rules"][0]["apiGroups"] == ["suanli.io"]
-        assert webhook["rules"][0]["apiVersions"] == ["v1alpha1"]
+def test_every_validating_webhook_fails_closed_within_thirty_seconds(variant_name: str) -> None:
+    docs = render(**VARIANTS[variant_name])
+    for kind, policy in ((VALIDATING, "Fail"), (MUTATING, "Ignore")):
+        configuration = find(docs, kind)
+        assert configuration["metadata"]["name"] == "suanli-admission"
+        for webhook in configuration["webhooks"]:
+            # Only the finalizer step fails open: it saves a write, and decides nothing.
+            assert webhook["failurePolicy"] == policy
+            assert webhook["timeoutSeconds"] <= 30
+            assert webhook["admissionReviewVersions"] == ["v1"]
+            assert webhook["rules"][0]["apiGroups"] == ["suanli.io"]
+            assert webhook["rules"][0]["apiVersions"] == ["v1alpha1"]
+
+
+def _webhooks(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [w for kind in (VALIDATING, MUTATING) for w in find(docs, kind)["webhooks"]]
 
 
 def test_webhooks_call_the_service_at_the_handler_path() -> None:
-    for webhook in find(render(), "ValidatingWebhookConfiguration")["webhooks"]:
+    for webhook in _webhooks(render()):
         handler = webhook["name"].removesuffix(".suanli.io")
         assert webhook["clientConfig"]["service"] == {
             "name": "suanli-webhook",
@@ -421,7 +446,7 @@ def test_webhooks_call_the_service_at_the_handler_path() -> None:
 
 def test_webhooks_call_an_external_operator_at_a_url() -> None:
     docs = render(webhook__url="https://127.0.0.1:9443/")
-    for webhook in find(docs, "ValidatingWebhookConfiguration")["webhooks"]:
+    for webhook in _webhooks(docs):
         handler = webhook["name"].removesuffix(".suanli.io")
         assert webhook["clientConfig"]["url"] == f"https://127.0.0.1:9443/{handler}"
         assert "service" not in webhook["clientConfig"]
@@ -474,7 +499,7 @@ def test_the_chart_made_certificate_is_trusted_by_the_webhook_configuration() ->
     assert ips == []
     remaining = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
     assert remaining > datetime.timedelta(days=3000)
-    for webhook in find(docs, "ValidatingWebhookConfiguration")["webhooks"]:
+    for webhook in _webhooks(docs):
         assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == tls["ca.crt"]
     # The pod restarts when the certificate changes: its checksum is in the pod template.
     annotations = find(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
@@ -517,11 +542,11 @@ def test_cert_manager_makes_and_injects_the_certificate() -> None:
         == (ca["spec"]["secretName"])
     )
     assert "selfSigned" in find(docs, "Issuer", "suanli-webhook-selfsigned")["spec"]
-    configuration = find(docs, "ValidatingWebhookConfiguration")
-    assert configuration["metadata"]["annotations"] == {
-        "cert-manager.io/inject-ca-from": f"{NAMESPACE}/suanli-webhook"
-    }
-    assert all("caBundle" not in w["clientConfig"] for w in configuration["webhooks"])
+    for kind in (VALIDATING, MUTATING):
+        assert find(docs, kind)["metadata"]["annotations"] == {
+            "cert-manager.io/inject-ca-from": f"{NAMESPACE}/suanli-webhook"
+        }
+    assert all("caBundle" not in w["clientConfig"] for w in _webhooks(docs))
     pod = find(docs, "Deployment")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["webhook-tls"]["secret"]["secretName"] == "suanli-webhook-cert"

@@ -85,10 +85,10 @@ def operator_role() -> dict[str, Any]:
             _rule("events.k8s.io", ("events",), ("create", "patch")),
             # Kopf watches namespaces to follow cluster-wide resources.
             _rule("", ("namespaces",), READ),
-            # Kopf keeps the webhook configuration current when run outside a cluster.
+            # Kopf keeps the webhook configurations current when run outside a cluster.
             _rule(
                 "admissionregistration.k8s.io",
-                ("validatingwebhookconfigurations",),
+                ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"),
                 (*READ, "create", "patch"),
             ),
             _rule("apiextensions.k8s.io", ("customresourcedefinitions",), READ),

@@ -7,9 +7,10 @@ with the operator down, jobs are refused, never admitted unchecked. It is also p
 Kopf leaves it in place when the operator stops. Dry-run requests are checked but reserve
 nothing (the webhook declares sideEffects NoneOnDryRun).
 
-VoucherQuota and MemberCluster creates and updates get the semantic checks their schemas cannot
-express. After admission, the parts of a ComputeJob's spec that decide its cost or placement
-cannot change.
+A mutating step gives every new ComputeJob the operator's finalizer as it is stored (see
+:func:`computejob_finalizer`). VoucherQuota and MemberCluster creates and updates get the
+semantic checks their schemas cannot express. After admission, the parts of a ComputeJob's spec
+that decide its cost or placement cannot change.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from suanli.api.membercluster import MemberCluster
 from suanli.api.meta import API_VERSION, GROUP, VERSION
 from suanli.api.reasons import VoucherConditionType
 from suanli.api.validation import format_errors, parse
+from suanli.handlers.computejob import FINALIZER
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.voucher_cache import ParsedVoucher, parse_voucher
 from suanli.kube import NotFoundError
@@ -106,6 +108,28 @@ async def computejob_create(
         raise _deny(committed.message, committed.reason or "Refused")
     metrics.ADMISSION_DECISIONS.labels("admitted", "").inc()
     metrics.ADMISSION_SECONDS.observe(time.monotonic() - started)
+
+
+@kopf.on.mutate(
+    GROUP,
+    VERSION,
+    "computejobs",
+    id="computejob-finalizer",
+    operations=["CREATE"],
+    persistent=True,
+    ignore_failures=True,
+)
+async def computejob_finalizer(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """A new ComputeJob is stored with the operator's finalizer already on it.
+
+    Otherwise the operator adds it once the job is stored: one more write per job, through the
+    webhooks again, and a round trip before the job can be dispatched. This step fails open
+    (failurePolicy Ignore): it only saves that write, and the operator still adds the finalizer
+    to any job stored without it. The validating webhook, which fails closed, runs after it.
+    """
+    finalizers = list((body.get("metadata") or {}).get("finalizers") or [])
+    if FINALIZER not in finalizers:
+        patch.metadata["finalizers"] = [*finalizers, FINALIZER]
 
 
 async def _find_voucher(runtime: Runtime, job: ComputeJob) -> ParsedVoucher:

@@ -17,8 +17,8 @@ def register(subparsers: Any) -> None:
         help="run the operator (admission webhook, vouchers, dispatch) against a hub",
         description=(
             "Run the suanli operator. Outside a cluster it serves its admission webhook on "
-            "https://HOST:PORT with a certificate it generates, and keeps the "
-            "ValidatingWebhookConfiguration pointing there."
+            "https://HOST:PORT with a certificate it generates, and keeps its validating and "
+            "mutating webhook configurations pointing there."
         ),
     )
     defaults = OperatorOptions()
@@ -38,8 +38,8 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "--managed-webhook-config",
         default=defaults.managed_webhook_config,
-        help="name of the ValidatingWebhookConfiguration to keep current; '' when the Helm "
-        "chart manages it",
+        help="name of the Validating- and MutatingWebhookConfiguration to keep current; '' "
+        "when the Helm chart manages them",
     )
     run.add_argument(
         "--recount-interval",

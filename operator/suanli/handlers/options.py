@@ -16,8 +16,8 @@ class OperatorOptions:
     webhook_port: int = 9443
     # Where the webhook's TLS key pair lives; generated (self-signed CA) when absent.
     webhook_cert_dir: Path | None = None
-    # Name of the ValidatingWebhookConfiguration the operator keeps current; None when the Helm
-    # chart manages it (in a cluster, with a Service in front of the operator).
+    # Name of the Validating- and MutatingWebhookConfiguration the operator keeps current; None
+    # when the Helm chart manages them (in a cluster, with a Service in front of the operator).
     managed_webhook_config: str | None = "suanli.io"
     # Seconds between recounts of every voucher's ledger from the ComputeJobs that exist.
     recount_interval: float = 60.0
