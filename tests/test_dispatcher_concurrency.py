@@ -1,4 +1,4 @@
-"""The dispatcher's bounded fan-out of one pass's placements."""
+"""The dispatcher's bounded fan-out of placement writes, shared by every pass."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from suanli.handlers.dispatcher import _run_bounded
+from suanli.handlers.dispatcher import _bounded
 
 
-def test_placements_overlap_up_to_the_limit_and_never_beyond() -> None:
+def test_writes_of_several_passes_overlap_up_to_the_limit_and_never_beyond() -> None:
     in_flight = 0
     peak = 0
 
@@ -20,7 +20,14 @@ def test_placements_overlap_up_to_the_limit_and_never_beyond() -> None:
         await asyncio.sleep(0.01)
         in_flight -= 1
 
-    asyncio.run(_run_bounded([place() for _ in range(20)], 4))
+    async def passes() -> None:
+        slots = asyncio.Semaphore(4)
+        first = [asyncio.create_task(_bounded(slots, place())) for _ in range(3)]
+        await asyncio.sleep(0)  # the first pass has handed its writes over and ended
+        second = [asyncio.create_task(_bounded(slots, place())) for _ in range(17)]
+        await asyncio.gather(*first, *second)
+
+    asyncio.run(passes())
     assert peak == 4
 
 
@@ -33,6 +40,10 @@ def test_one_failed_placement_does_not_stop_the_others(caplog: pytest.LogCapture
             raise RuntimeError("the hub said no")
         done.append(index)
 
-    asyncio.run(_run_bounded([place(index) for index in range(5)], 2))
+    async def passes() -> None:
+        slots = asyncio.Semaphore(2)
+        await asyncio.gather(*(_bounded(slots, place(index)) for index in range(5)))
+
+    asyncio.run(passes())
     assert sorted(done) == [0, 1, 3, 4]
     assert "the hub said no" in caplog.text

@@ -41,16 +41,16 @@ from suanli.api.common import (
 from suanli.api.computejob import (
     Attempt,
     ComputeJob,
-    ComputeJobStatus,
+    ComputeJobSpec,
     JobPhase,
     RemoteObjectReference,
 )
 from suanli.api.membercluster import MemberCluster
+from suanli.api.meta import API_VERSION
 from suanli.api.reasons import JobConditionType, JobReason
 from suanli.dispatch.capacity import CapacityIndex, OverPlacementError
 from suanli.dispatch.kube import node_from_k8s, pod_from_k8s
 from suanli.dispatch.models import ClusterInfo, JobRequest, NodeInfo
-from suanli.dispatch.policy import Decision
 from suanli.dispatch.queue import PendingQueue, Placed
 from suanli.handlers.ledger_writer import VoucherGoneError
 from suanli.members.link import LinkEvents, MemberLink
@@ -61,7 +61,7 @@ from suanli.members.workload import (
     remote_namespace,
     remote_namespace_object,
 )
-from suanli.vouchers.keys import job_key
+from suanli.vouchers.keys import object_key
 from suanli.vouchers.ledger import EntryState, NotReservedError
 from suanli.vouchers.pricing import charge_for, gpu_seconds
 
@@ -72,16 +72,40 @@ logger = logging.getLogger(__name__)
 
 PLURAL: Final = "computejobs"
 DISPATCH_CONCURRENCY: Final = 32
-"""Placed (or newly waiting) jobs of one pass whose writes are in flight at once."""
+"""Placed (or newly waiting) jobs whose writes are in flight at once, across passes."""
+PASS_INTERVAL_SECONDS: Final = 0.2
+"""The least time between two dispatch passes: the kicks of a burst make one pass, not many."""
+METRICS_INTERVAL_SECONDS: Final = 1.0
 UNWRITTEN_GRACE_SECONDS: Final = 1.0
 """How long a new job's admission record may wait to go out with its first dispatch write."""
 
 
-@dataclass
-class TrackedJob:
-    """A ComputeJob the dispatcher is responsible for, with the status it last wrote."""
+@dataclass(frozen=True, slots=True)
+class JobIdentity:
+    """Who a tracked job is: what its status writes, Events and ledger entry are addressed to."""
 
-    job: ComputeJob
+    namespace: str
+    name: str
+    uid: str
+    generation: int | None
+    created: datetime | None
+
+    @property
+    def ledger_key(self) -> str:
+        return object_key(self.namespace, self.name)
+
+
+@dataclass(slots=True)
+class TrackedJob:
+    """A ComputeJob the dispatcher is responsible for, with the status it last wrote.
+
+    Its spec is kept as JSON text, a few hundred bytes, and read back into a model only to make
+    the remote Job (:meth:`model`): a model of each job in flight took 8 KB, and with thousands
+    of jobs queued those copies were the largest part of the operator's memory.
+    """
+
+    identity: JobIdentity
+    spec_json: bytes
     request: JobRequest
     status: dict[str, Any]
     finished: bool = False
@@ -90,6 +114,34 @@ class TrackedJob:
     # Status writes of one job go out one at a time, each with the latest status, so a slow
     # earlier write can never land after a later one.
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @classmethod
+    def of(
+        cls, job: ComputeJob, request: JobRequest, status: dict[str, Any], *, written: bool
+    ) -> TrackedJob:
+        meta = job.metadata
+        identity = JobIdentity(
+            namespace=meta.namespace or "",
+            name=meta.name or "",
+            uid=meta.uid or "",
+            generation=meta.generation,
+            created=meta.creation_timestamp,
+        )
+        spec = job.spec.model_dump_json(by_alias=True, exclude_none=True).encode()
+        return cls(identity, spec, request, status, written=written)
+
+    def model(self) -> ComputeJob:
+        """The job as a model again: its identity and spec (not its status)."""
+        identity = self.identity
+        metadata = ObjectMeta(
+            name=identity.name,
+            namespace=identity.namespace,
+            uid=identity.uid,
+            generation=identity.generation,
+            creation_timestamp=identity.created,
+        )
+        spec = ComputeJobSpec.model_validate_json(self.spec_json)
+        return ComputeJob(metadata=metadata, spec=spec)
 
     @property
     def key(self) -> str:
@@ -120,7 +172,11 @@ class Dispatcher:
     jobs: dict[str, TrackedJob] = field(default_factory=dict)
     _kick: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
+    # Why each queued job waits, as its status says it (job uid -> summary), and what it is to
+    # say once a write slot is free; jobs (uid) with such a write on the way.
     _waiting_reasons: dict[str, str] = field(default_factory=dict)
+    _waiting_due: dict[str, tuple[str, str]] = field(default_factory=dict)
+    _marking: set[str] = field(default_factory=set)
     # GPU feature discovery product label per (cluster, model), to pin pods to the model.
     _products: dict[tuple[str, str], str] = field(default_factory=dict)
     # When each unreachable member stopped answering.
@@ -133,12 +189,18 @@ class Dispatcher:
     # Jobs (uid) finished and charged by this process: the late echoes of our own earlier
     # writes must not start them again.
     _finished: set[str] = field(default_factory=set)
+    # Shared by every pass: a pass hands its writes over and ends, so the next pass can place
+    # the jobs admitted meanwhile instead of waiting for the slowest write of this one.
+    _write_slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(DISPATCH_CONCURRENCY)
+    )
 
     # --- life cycle -----------------------------------------------------------------------
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatcher")
         self._spawn(self._watchdog())
+        self._spawn(self._publish_metrics_every(METRICS_INTERVAL_SECONDS))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -159,9 +221,9 @@ class Dispatcher:
                 await self._drain()
             except Exception:  # the loop must outlive one bad pass; the next kick retries
                 logger.exception("dispatch pass failed")
+            await asyncio.sleep(PASS_INTERVAL_SECONDS)
 
     async def _drain(self) -> None:
-        self._publish_metrics()
         if not len(self.queue):
             return
         # Never decide on a partial view: after a (re)start, a member whose pods are not
@@ -174,12 +236,34 @@ class Dispatcher:
         if unsynced:
             return
         result = await self.queue.drain_async(self.index, held=self._held())
-        # Every placement is assumed in the index already, so their writes may overlap. One
-        # at a time, dispatch was capped by the sum of a job's round trips (status write,
-        # remote Job create), a handful of jobs per second however idle the machine was.
-        work = [self._dispatch(placed) for placed in result.placed]
-        work += [self._mark_waiting(key, decision) for key, decision in result.waiting.items()]
-        await _run_bounded(work, DISPATCH_CONCURRENCY)
+        # Every placement is assumed in the index already, so their writes may overlap, with
+        # each other and with later passes. One at a time, dispatch was capped by the sum of a
+        # job's round trips (status write, remote Job create); a pass that waited for all of
+        # its writes held up every job admitted meanwhile behind its slowest write.
+        for placed in result.placed:
+            self._spawn(_bounded(self._write_slots, self._dispatch(placed)))
+        for key, decision in result.waiting.items():
+            self._say_waiting(key, decision.reason, decision.summary)
+
+    def _say_waiting(self, key: str, reason: str, summary: str) -> None:
+        """Have the job's status say why it waits, unless it says so already.
+
+        At most one write of this per job waits for a slot, and it writes the latest reason
+        when its turn comes: passes repeat every fraction of a second while writes can take
+        seconds, and a task per pass and job piled up by the hundred thousand.
+        """
+        if self._waiting_reasons.get(key) == summary:
+            self._waiting_due.pop(key, None)  # a newer pass says what the status says
+            return
+        self._waiting_due[key] = (reason, summary)
+        if key not in self._marking:
+            self._marking.add(key)
+            self._spawn(_bounded(self._write_slots, self._mark_waiting(key)))
+
+    async def _publish_metrics_every(self, seconds: float) -> None:
+        while True:
+            self._publish_metrics()
+            await asyncio.sleep(seconds)
 
     def _publish_metrics(self) -> None:
         phases: dict[str, int] = dict.fromkeys((p.value for p in JobPhase), 0)
@@ -391,7 +475,7 @@ class Dispatcher:
             job, voucher.voucher if voucher else None, key=job.metadata.uid or ""
         )
         dumped = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-        return TrackedJob(_slim(job), request, dumped, written=written)
+        return TrackedJob.of(job, request, dumped, written=written)
 
     async def _reattach(self, tracked: TrackedJob) -> None:
         """After a restart: the job was placed; make sure its remote Job exists and follow it."""
@@ -426,6 +510,7 @@ class Dispatcher:
         self.queue.remove(uid)
         self.index.forget(uid)
         self._unschedulable_since.pop(uid, None)
+        self._forget_waiting(uid)
         tracked = self.jobs.pop(uid, None)
         if tracked is None:
             if job.status.charged_cost is not None or not job.status.cluster:
@@ -448,12 +533,16 @@ class Dispatcher:
                 )
         charges = [parse_money(a.get("charge") or "0") for a in status.get("attempts") or []]
         if any(charges):
-            await self._settle_ledger(job, status.get("voucher"), sum(charges, Decimal(0)))
+            await self._settle_ledger(
+                tracked.identity, status.get("voucher"), sum(charges, Decimal(0))
+            )
         self.kick()
 
-    async def _settle_ledger(self, job: ComputeJob, voucher: str | None, charge: Decimal) -> None:
-        writer = self.runtime.ledger_writer(job.metadata.namespace or "", voucher or "")
-        key = job_key(job)
+    async def _settle_ledger(
+        self, identity: JobIdentity, voucher: str | None, charge: Decimal
+    ) -> None:
+        writer = self.runtime.ledger_writer(identity.namespace, voucher or "")
+        key = identity.ledger_key
 
         def settle(ledger: Any) -> Any:
             entry = ledger.entries.get(key)
@@ -483,7 +572,8 @@ class Dispatcher:
             self.index.forget(placed.job.key)
             self.queue.push(tracked.request)
             return
-        job = tracked.job
+        self._forget_waiting(tracked.key)  # should it wait again, that is news again
+        job = tracked.model()
         now = _now()
         before = tracked.status
         status = tracked.status = dict(before)  # every key below is replaced, never edited
@@ -541,7 +631,7 @@ class Dispatcher:
         await self._create_remote(tracked, link)
 
     async def _create_remote(self, tracked: TrackedJob, link: MemberLink) -> None:
-        job = tracked.job
+        job = tracked.model()
         member = self.members[tracked.dispatched_to or ""]
         attempt = (tracked.status.get("attempts") or [{}])[-1]
         product = self._product_for(tracked.dispatched_to or "", attempt.get("gpuModel"))
@@ -570,20 +660,27 @@ class Dispatcher:
         """The GFD product label of ``model`` on ``cluster``, to pin the pods to that model."""
         return self._products.get((cluster, model)) if model else None
 
-    async def _mark_waiting(self, key: str, decision: Decision) -> None:
-        tracked = self.jobs.get(key)
-        if tracked is None or self._waiting_reasons.get(key) == decision.summary:
-            return
-        self._waiting_reasons[key] = decision.summary
-        tracked.status["phase"] = JobPhase.QUEUED.value
-        self._condition(
-            tracked, JobConditionType.DISPATCHED, False, decision.reason, decision.summary
-        )
+    def _forget_waiting(self, key: str) -> None:
+        self._waiting_reasons.pop(key, None)
+        self._waiting_due.pop(key, None)
+
+    async def _mark_waiting(self, key: str) -> None:
         try:
-            await self._write_status(tracked)
-        except Exception:
-            self._waiting_reasons.pop(key, None)  # said again on the next pass
-            raise
+            due = self._waiting_due.pop(key, None)
+            tracked = self.jobs.get(key)
+            if due is None or tracked is None or key not in self.queue:
+                return  # said already, gone, or placed while this waited for a write slot
+            reason, summary = due
+            self._waiting_reasons[key] = summary
+            tracked.status["phase"] = JobPhase.QUEUED.value
+            self._condition(tracked, JobConditionType.DISPATCHED, False, reason, summary)
+            try:
+                await self._write_status(tracked)
+            except Exception:
+                self._waiting_reasons.pop(key, None)  # said again on the next pass
+                raise
+        finally:
+            self._marking.discard(key)
 
     # --- follow-up --------------------------------------------------------------------------
 
@@ -716,7 +813,7 @@ class Dispatcher:
         total_charge = sum((parse_money(a.get("charge") or "0") for a in attempts), Decimal(0))
         # Voucher first (idempotent: a second settle of the same job changes nothing), then
         # the job's status with the charge and a zero reservation in one write.
-        await self._settle_ledger(tracked.job, tracked.status.get("voucher"), total_charge)
+        await self._settle_ledger(tracked.identity, tracked.status.get("voucher"), total_charge)
         tracked.status.update(
             phase=(JobPhase.SUCCEEDED if succeeded else JobPhase.FAILED).value,
             gpuSeconds=total_seconds,
@@ -745,6 +842,7 @@ class Dispatcher:
             self._body(tracked), reason=reason, message=message, warning=not succeeded
         )
         self._unschedulable_since.pop(tracked.key, None)
+        self._forget_waiting(tracked.key)
         # Finished jobs are not kept, their status holds everything; only their uid is, until
         # they are deleted, so a late echo of an earlier write cannot start them again.
         self.jobs.pop(tracked.key, None)
@@ -835,69 +933,55 @@ class Dispatcher:
             reason,
             message[:32768],
             now=_now(),
-            observed_generation=tracked.job.metadata.generation,
+            observed_generation=tracked.identity.generation,
         )
         tracked.status["conditions"] = [
             c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions
         ]
 
     async def _write_status(self, tracked: TrackedJob) -> None:
-        job = tracked.job
+        identity = tracked.identity
         async with tracked.write_lock:
             await self.runtime.hub.patch_status(
-                PLURAL, job.metadata.namespace, job.metadata.name or "", {"status": tracked.status}
+                PLURAL, identity.namespace, identity.name, {"status": tracked.status}
             )
             tracked.written = True
 
     async def _write_soon(self, tracked: TrackedJob) -> None:
-        """Write a new job's status if no dispatch write has carried it within the grace."""
-        await asyncio.sleep(UNWRITTEN_GRACE_SECONDS)
-        if not tracked.written and self.jobs.get(tracked.key) is tracked:
-            await self._write_status(tracked)
+        """Write a new job's status if no dispatch write has carried it within the grace.
+
+        A job placed meanwhile is left to its placement's write, which carries the record:
+        under load its write slot can take longer than the grace, and writing the record alone
+        then was one more status write per job on the busiest API server.
+        """
+        while True:
+            await asyncio.sleep(UNWRITTEN_GRACE_SECONDS)
+            if tracked.written or self.jobs.get(tracked.key) is not tracked:
+                return
+            if tracked.key in self.queue:  # not placed: nothing else will write it soon
+                await self._write_status(tracked)
+                return
 
     def _body(self, tracked: TrackedJob) -> dict[str, Any]:
-        job = tracked.job
+        identity = tracked.identity
         return {
-            "apiVersion": "suanli.io/v1alpha1",
+            "apiVersion": API_VERSION,
             "kind": "ComputeJob",
             "metadata": {
-                "name": job.metadata.name,
-                "namespace": job.metadata.namespace,
-                "uid": job.metadata.uid,
+                "name": identity.name,
+                "namespace": identity.namespace,
+                "uid": identity.uid,
             },
         }
 
 
-def _slim(job: ComputeJob) -> ComputeJob:
-    """The job as the dispatcher keeps it while it is in flight: identity and spec.
-
-    Its status lives on as TrackedJob.status, and metadata beyond identity (managedFields
-    above all) is never read again; with thousands of jobs held, the copies added up to tens
-    of MB.
-    """
-    meta = job.metadata
-    identity = ObjectMeta(
-        name=meta.name,
-        namespace=meta.namespace,
-        uid=meta.uid,
-        generation=meta.generation,
-        creation_timestamp=meta.creation_timestamp,
-    )
-    return job.model_copy(update={"metadata": identity, "status": ComputeJobStatus()})
-
-
-async def _run_bounded(work: list[Coroutine[Any, Any, None]], limit: int) -> None:
-    """Await all of ``work``, at most ``limit`` at a time; one failure does not stop the rest."""
-    slots = asyncio.Semaphore(limit)
-
-    async def one(coroutine: Coroutine[Any, Any, None]) -> None:
-        async with slots:
-            try:
-                await coroutine
-            except Exception:
-                logger.exception("dispatching a job failed")
-
-    await asyncio.gather(*(one(coroutine) for coroutine in work))
+async def _bounded(slots: asyncio.Semaphore, coroutine: Coroutine[Any, Any, None]) -> None:
+    """Await ``coroutine`` once one of ``slots`` is free; a failure is logged, not raised."""
+    async with slots:
+        try:
+            await coroutine
+        except Exception:
+            logger.exception("dispatching a job failed")
 
 
 def _unschedulable(pod: dict[str, Any]) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from suanli import malloc, metrics
+from suanli import malloc, metrics, tls_buffers
 from suanli.certs import generate_webhook_certificates
 from suanli.handlers import admission, computejob, membercluster, voucherquota  # noqa: F401
 from suanli.handlers.options import OperatorOptions
@@ -73,6 +73,8 @@ def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
 
 
 LAG_PROBE_INTERVAL = 0.25
+KOPF_OBJECT_WORKERS = 256
+"""Objects whose events Kopf handles at once (see build_settings)."""
 
 
 @kopf.on.startup()
@@ -115,6 +117,14 @@ def build_settings(options: OperatorOptions) -> kopf.OperatorSettings:
     # Handler log lines are not Events: tenants get the Events we write on purpose.
     settings.posting.level = logging.ERROR
     settings.execution.max_workers = 16
+    # Kopf gives every object with events in flight a worker of its own, holding the object's
+    # latest event, which then idles 5 s before it ends. Unbounded, a burst of thousands of
+    # new jobs made thousands of workers, each with a body parsed and waiting, tens of MB
+    # ahead of the handlers. Bounded, Kopf stops reading the watch until a worker is free: the
+    # API server keeps the events meanwhile. The shorter idle time keeps the bound from
+    # limiting how many new objects a second get a worker.
+    settings.queueing.worker_limit = KOPF_OBJECT_WORKERS
+    settings.queueing.idle_timeout = 1.0
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
 
@@ -166,6 +176,7 @@ def tune_garbage_collection() -> None:
 def run(options: OperatorOptions, liveness_endpoint: str | None = None) -> None:
     """Run until interrupted (SIGINT/SIGTERM)."""
     malloc.limit_arenas()
+    tls_buffers.limit_read_buffers()
     tune_garbage_collection()
     # A line per webhook call the API server makes (several per job) says nothing the
     # admission metrics do not; failures are still logged by Kopf.

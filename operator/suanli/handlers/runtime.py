@@ -67,13 +67,14 @@ class Runtime:
             )
 
     def spawn(self, coroutine: Any) -> None:
+        """Run a fire-and-forget coroutine (an Event), keeping a reference until it ends."""
+
         def _finished(task: asyncio.Task[Any]) -> None:
             self.background.discard(task)
             if not task.cancelled() and task.exception() is not None:
                 # Nobody awaits these tasks: a failure would otherwise vanish without a trace.
                 logger.error("background task failed", exc_info=task.exception())
 
-        """Run a fire-and-forget coroutine (an Event), keeping a reference until it ends."""
         task = asyncio.get_running_loop().create_task(coroutine)
         self.background.add(task)
         task.add_done_callback(_finished)
