@@ -890,9 +890,15 @@ class Dispatcher:
         self.kick()
 
     async def _watchdog(self) -> None:
-        """Move jobs whose pods stay unschedulable (the member's state and ours disagree)."""
+        """Every second: a pass if jobs wait; move jobs whose pods stay unschedulable (the
+        member's state and ours disagree)."""
         while True:
             await asyncio.sleep(1.0)
+            if len(self.queue):
+                # A pass a second while jobs wait, whatever else happens: a job put back after
+                # a failed write, or capacity freed by an event that kicked nothing, is then
+                # placed within a second rather than at the next unrelated event.
+                self.kick()
             limit = self.runtime.options.unschedulable_seconds
             now = time.monotonic()
             for uid, since in list(self._unschedulable_since.items()):
