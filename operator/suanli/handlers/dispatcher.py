@@ -468,7 +468,7 @@ class Dispatcher:
             self.kick()
 
     def _track(self, job: ComputeJob, *, written: bool = True) -> TrackedJob:
-        """What the dispatcher keeps of ``job``: its request, its status, a slim copy."""
+        """What the dispatcher keeps of ``job``: its request, its status, identity and spec."""
         status = job.status
         voucher = self.runtime.vouchers.get(job.metadata.namespace or "", status.voucher or "")
         request = JobRequest.from_computejob(
@@ -628,10 +628,13 @@ class Dispatcher:
         await self.runtime.hub.event(
             self._body(tracked), reason=JobReason.PLACED, message=placed.decision.summary
         )
-        await self._create_remote(tracked, link)
+        await self._create_remote(tracked, link, job)
 
-    async def _create_remote(self, tracked: TrackedJob, link: MemberLink) -> None:
-        job = tracked.model()
+    async def _create_remote(
+        self, tracked: TrackedJob, link: MemberLink, job: ComputeJob | None = None
+    ) -> None:
+        """Create the job's remote Job; ``job``: its model, when the caller has built it."""
+        job = job or tracked.model()
         member = self.members[tracked.dispatched_to or ""]
         attempt = (tracked.status.get("attempts") or [{}])[-1]
         product = self._product_for(tracked.dispatched_to or "", attempt.get("gpuModel"))
