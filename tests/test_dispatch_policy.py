@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from suanli.api.computejob import PlacementPolicy
+from suanli.api.podpolicy import PodSecurityLevel
 from suanli.api.reasons import JobReason
 from suanli.dispatch.capacity import CapacityIndex
 from suanli.dispatch.models import ClusterInfo, JobRequest, NodeInfo, PodInfo, VoucherTerms
@@ -36,6 +37,7 @@ class Member:
     ready: bool = True
     cordoned: bool = False
     currency: str = "CNY"
+    level: PodSecurityLevel = PodSecurityLevel.BASELINE
     prices: dict[str, str] = field(default_factory=dict)
     """Prices beyond ``model: price`` (an empty ``price`` leaves the model unpriced)."""
 
@@ -54,6 +56,7 @@ def federation(*members: Member) -> CapacityIndex:
                 ready=m.ready,
                 not_ready_message="" if m.ready else "API server unreachable for 3m",
                 cordoned=m.cordoned,
+                pod_security_level=m.level,
             )
         )
         for n in range(m.nodes):
@@ -390,3 +393,32 @@ def test_a_large_federation_is_decided_from_aggregates() -> None:
     assert decision.choice.price_per_gpu_hour == Decimal("20.00")
     assert decision.choice.cluster == "m000"
     assert decision.choice.gpus_by_node == {"m000-0": 8}
+
+
+RUNS_AS_ROOT = (
+    (PodSecurityLevel.RESTRICTED, "spec.template.spec.securityContext.runAsNonRoot: must be true"),
+)
+
+
+def test_a_member_requiring_restricted_is_passed_over_for_a_template_below_it() -> None:
+    index = federation(
+        Member("member-a", price="28.00"),
+        Member("member-b", price="20.00", level=PodSecurityLevel.RESTRICTED),
+    )
+    decision = decide(request(unmet_levels=RUNS_AS_ROOT), index)
+    assert decision.choice is not None and decision.choice.cluster == "member-a"
+    assert decision.rejections == {"member-b": Rejection.POD_SECURITY_LEVEL}
+    assert not Rejection.POD_SECURITY_LEVEL.transient
+    assert str(decision.reasons[0]) == (
+        "member-b: requires Pod Security level restricted, which the template does not meet: "
+        "spec.template.spec.securityContext.runAsNonRoot: must be true"
+    )
+    # A template that meets restricted goes to the cheaper, stricter member.
+    assert decide(request(), index).choice.cluster == "member-b"  # type: ignore[union-attr]
+
+
+def test_a_job_only_restricted_members_could_run_waits_as_not_eligible() -> None:
+    index = federation(Member("member-b", level=PodSecurityLevel.RESTRICTED))
+    decision = decide(request(unmet_levels=RUNS_AS_ROOT), index)
+    assert decision.choice is None
+    assert decision.reason == JobReason.NO_ELIGIBLE_CLUSTER

@@ -8,7 +8,7 @@ from typing import Any
 from suanli.api.computejob import ComputeJob
 from suanli.dispatch.models import JobRequest
 from suanli.handlers.dispatcher import TrackedJob
-from suanli.members.workload import remote_job, remote_name, remote_namespace
+from suanli.members.workload import ModelPin, remote_job, remote_name, remote_namespace
 
 
 def _stored_job() -> ComputeJob:
@@ -57,9 +57,8 @@ def test_the_remote_job_made_from_a_tracked_job_is_the_one_made_from_the_stored_
     job = _stored_job()
     model = _tracked(job).model()
     assert model.spec == job.spec
-    assert remote_job(model, "nvidia.com/gpu", "NVIDIA-H100") == remote_job(
-        job, "nvidia.com/gpu", "NVIDIA-H100"
-    )
+    pin = ModelPin(product_values=frozenset({"NVIDIA-H100"}))
+    assert remote_job(model, "nvidia.com/gpu", pin) == remote_job(job, "nvidia.com/gpu", pin)
     assert (remote_namespace(model), remote_name(model)) == (
         remote_namespace(job),
         remote_name(job),

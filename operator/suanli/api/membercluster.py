@@ -34,6 +34,7 @@ from suanli.api.common import (
     set_field,
 )
 from suanli.api.meta import AGE_COLUMN, KindInfo, PrinterColumn
+from suanli.api.podpolicy import DEFAULT_POD_SECURITY_LEVEL, PodSecurityLevel
 from suanli.api.validation import FieldError, duplicate_errors
 
 DEFAULT_GPU_RESOURCE: Final = "nvidia.com/gpu"
@@ -130,6 +131,14 @@ class MemberClusterSpec(ApiModel):
         False,
         description="cordoned, when true, stops new jobs from being placed on the member; "
         "jobs already there run on. Defaults to false.",
+    )
+    pod_security_level: PodSecurityLevel = Field(
+        DEFAULT_POD_SECURITY_LEVEL,
+        description="podSecurityLevel is the Pod Security Standards level the member requires "
+        "of every pod suanli runs there: baseline or restricted. The hub refuses any template "
+        "below baseline; a job whose template does not meet restricted is not placed on a "
+        "restricted member. The namespaces suanli creates on the member enforce this level "
+        "themselves (pod-security.kubernetes.io/enforce). Defaults to baseline.",
     )
 
     def price_of(self, gpu_model: str) -> Decimal | None:
@@ -262,6 +271,9 @@ KIND_INFO: Final = KindInfo(
         AGE_COLUMN,
         PrinterColumn("Provider", "string", ".spec.provider", "Who runs it.", priority=1),
         PrinterColumn("Cordoned", "boolean", ".spec.cordoned", "No new jobs.", priority=1),
+        PrinterColumn(
+            "PodSecurity", "string", ".spec.podSecurityLevel", "Level it enforces.", priority=1
+        ),
         PrinterColumn(
             "Utilization", "integer", ".status.utilizationPercent", "Mean GPU %.", priority=1
         ),

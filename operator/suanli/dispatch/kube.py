@@ -27,7 +27,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from suanli.api.membercluster import DEFAULT_GPU_RESOURCE
-from suanli.dispatch.gpu_models import PRODUCT_LABEL, product_of_labels
+from suanli.dispatch.gpu_models import MODEL_LABEL, PRODUCT_LABEL, product_of_labels
 from suanli.dispatch.models import NodeInfo, PodInfo
 
 JOB_LABEL: Final = "suanli.io/job-uid"
@@ -117,6 +117,7 @@ def node_from_k8s(obj: Mapping[str, Any], *, gpu_resource: str = DEFAULT_GPU_RES
         capacity=capacity,
         schedulable=ready and not spec.get("unschedulable") and not tainted,
         product=labels.get(PRODUCT_LABEL, ""),
+        model_label=labels.get(MODEL_LABEL, "").strip(),
     )
 
 

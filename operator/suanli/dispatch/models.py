@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Final
+from typing import Any, Final
 
 from suanli.api.common import ConditionStatus, find_condition
 from suanli.api.computejob import ComputeJob, PlacementPolicy
 from suanli.api.membercluster import DEFAULT_GPU_RESOURCE, MemberCluster
+from suanli.api.podpolicy import DEFAULT_POD_SECURITY_LEVEL, PodSecurityLevel, level_errors
 from suanli.api.reasons import MemberConditionType, MemberReason
 from suanli.api.voucherquota import VoucherQuota
 from suanli.dispatch.gpu_models import canonical_model
@@ -50,6 +51,8 @@ class ClusterInfo:
     """Why the member is not Ready, for the tenant; empty when it is."""
     cordoned: bool = False
     gpu_resource: str = DEFAULT_GPU_RESOURCE
+    pod_security_level: PodSecurityLevel = DEFAULT_POD_SECURITY_LEVEL
+    """The Pod Security Standards level the member requires of the pods it runs."""
 
     @classmethod
     def from_member(cls, member: MemberCluster) -> ClusterInfo:
@@ -88,6 +91,7 @@ class ClusterInfo:
             not_ready_message=message,
             cordoned=spec.cordoned,
             gpu_resource=spec.gpu_resource_name,
+            pod_security_level=spec.pod_security_level,
         )
 
 
@@ -136,10 +140,19 @@ class JobRequest:
     submitted_at: float = 0.0
     """Epoch seconds; orders jobs of equal priority and tenant share."""
     voucher: VoucherTerms | None = field(default=None)
+    unmet_levels: tuple[tuple[PodSecurityLevel, str], ...] = ()
+    """The Pod Security levels the job's template does not meet, each with the first field
+    that falls short (for the tenant); members requiring one of these levels are passed over.
+    A tuple, not a dict, so the record stays hashable."""
 
     @property
     def total_gpus(self) -> int:
         return self.replicas * self.gpus_per_replica
+
+    def shortfall(self, level: PodSecurityLevel) -> str | None:
+        """Why the template does not meet ``level`` (its first failing field), or None if it
+        does."""
+        return next((why for unmet, why in self.unmet_levels if unmet == level), None)
 
     @classmethod
     def from_computejob(
@@ -172,7 +185,17 @@ class JobRequest:
             priority=spec.priority,
             submitted_at=submitted_at,
             voucher=terms,
+            unmet_levels=unmet_levels(spec.template),
         )
+
+
+def unmet_levels(template: Mapping[str, Any]) -> tuple[tuple[PodSecurityLevel, str], ...]:
+    """Each Pod Security level ``template`` does not meet, with its first failing field."""
+    return tuple(
+        (level, str(errors[0]))
+        for level in PodSecurityLevel
+        if (errors := level_errors(template, level))
+    )
 
 
 @dataclass(frozen=True)
@@ -192,7 +215,10 @@ class NodeInfo:
     """False when the GPU resource counts MIG slices or time-slicing replicas: such a node
     offers no whole GPUs, which is what ComputeJobs ask for, and is left out of capacity."""
     product: str = ""
-    """The raw product label, for messages."""
+    """The raw product label, for messages and to pin pods to the model."""
+    model_label: str = ""
+    """The raw ``suanli.io/gpu-model`` label, when the member's admin set one (it wins over the
+    product label, and pods are then pinned by it)."""
 
     @property
     def total(self) -> int:

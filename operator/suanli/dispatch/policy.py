@@ -7,10 +7,13 @@ Filters, in the order a reason is reported (the first that fails is the cluster'
 
 1. the job's own preferences: ``spec.placement.clusters`` and ``spec.placement.regions``;
 2. the voucher's terms: its allowed clusters and its currency (prices must be in it);
-3. the member's state: Ready, not cordoned;
-4. the GPU model: one the job accepts (empty: any) and the voucher allows (empty: any), that
+3. the member's Pod Security level: a job whose template does not meet the level the member
+   requires (``restricted``, say) never goes there, and the message names the first field
+   that falls short;
+4. the member's state: Ready, not cordoned;
+5. the GPU model: one the job accepts (empty: any) and the voucher allows (empty: any), that
    the member has and prices;
-5. fit, per model: every replica of ``gpusPerReplica`` GPUs on one node and the whole gang in
+6. fit, per model: every replica of ``gpusPerReplica`` GPUs on one node and the whole gang in
    this one cluster. A gang that could not fit even with every GPU free is a permanent "too
    small"; one that could later is "no capacity" and waits. A (cluster, model) the queue holds
    back for an older job (see :mod:`suanli.dispatch.queue`) is "held".
@@ -55,6 +58,7 @@ class Rejection(StrEnum):
     REGION_NOT_ALLOWED = "RegionNotAllowed"
     NOT_ALLOWED_BY_VOUCHER = "NotAllowedByVoucher"
     CURRENCY_MISMATCH = "CurrencyMismatch"
+    POD_SECURITY_LEVEL = "PodSecurityLevel"
     NOT_READY = "NotReady"
     CORDONED = "Cordoned"
     NO_ACCEPTED_MODEL = "NoAcceptedModel"
@@ -78,6 +82,7 @@ _SHORT: Final = {
     Rejection.REGION_NOT_ALLOWED: "region not allowed",
     Rejection.NOT_ALLOWED_BY_VOUCHER: "not allowed by the voucher",
     Rejection.CURRENCY_MISMATCH: "other currency",
+    Rejection.POD_SECURITY_LEVEL: "template below its Pod Security level",
     Rejection.NOT_READY: "not Ready",
     Rejection.CORDONED: "cordoned",
     Rejection.NO_ACCEPTED_MODEL: "no accepted GPU model",
@@ -277,18 +282,21 @@ def _static_code(job: JobRequest, info: ClusterInfo) -> Rejection | None:
     """The first filter that does not depend on GPUs and that the cluster fails."""
     name = info.name
     voucher = job.voucher
-    if job.clusters and name not in job.clusters:
-        return Rejection.NOT_IN_JOB_CLUSTERS
-    if job.regions and info.region not in job.regions:
-        return Rejection.REGION_NOT_ALLOWED
-    if voucher is not None:
-        if voucher.allowed_clusters and name not in voucher.allowed_clusters:
-            return Rejection.NOT_ALLOWED_BY_VOUCHER
-        if voucher.currency != info.currency:
-            return Rejection.CURRENCY_MISMATCH
-    if not info.ready:
-        return Rejection.NOT_READY
-    return Rejection.CORDONED if info.cordoned else None
+    failed = (
+        (bool(job.clusters) and name not in job.clusters, Rejection.NOT_IN_JOB_CLUSTERS),
+        (bool(job.regions) and info.region not in job.regions, Rejection.REGION_NOT_ALLOWED),
+        (
+            voucher is not None
+            and bool(voucher.allowed_clusters)
+            and name not in voucher.allowed_clusters,
+            Rejection.NOT_ALLOWED_BY_VOUCHER,
+        ),
+        (voucher is not None and voucher.currency != info.currency, Rejection.CURRENCY_MISMATCH),
+        (job.shortfall(info.pod_security_level) is not None, Rejection.POD_SECURITY_LEVEL),
+        (not info.ready, Rejection.NOT_READY),
+        (info.cordoned, Rejection.CORDONED),
+    )
+    return next((code for fails, code in failed if fails), None)
 
 
 def _static_message(code: Rejection, job: JobRequest, info: ClusterInfo) -> str:
@@ -301,6 +309,8 @@ def _static_message(code: Rejection, job: JobRequest, info: ClusterInfo) -> str:
         Rejection.NOT_ALLOWED_BY_VOUCHER: f"not allowed by voucher {voucher}",
         Rejection.CURRENCY_MISMATCH: f"prices in {info.currency}, voucher {voucher} pays in "
         f"{paying}",
+        Rejection.POD_SECURITY_LEVEL: f"requires Pod Security level {info.pod_security_level}, "
+        f"which the template does not meet: {job.shortfall(info.pod_security_level)}",
         Rejection.NOT_READY: f"not Ready{detail}",
         Rejection.CORDONED: "cordoned",
     }[code]
@@ -482,6 +492,7 @@ _STATIC: Final = frozenset(
         Rejection.REGION_NOT_ALLOWED,
         Rejection.NOT_ALLOWED_BY_VOUCHER,
         Rejection.CURRENCY_MISMATCH,
+        Rejection.POD_SECURITY_LEVEL,
         Rejection.NOT_READY,
         Rejection.CORDONED,
     }

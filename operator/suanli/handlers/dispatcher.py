@@ -56,6 +56,7 @@ from suanli.handlers.ledger_writer import VoucherGoneError
 from suanli.members.link import LinkEvents, MemberLink
 from suanli.members.workload import (
     JOB_UID_LABEL,
+    ModelPin,
     remote_job,
     remote_name,
     remote_namespace,
@@ -178,7 +179,7 @@ class Dispatcher:
     _waiting_due: dict[str, tuple[str, str]] = field(default_factory=dict)
     _marking: set[str] = field(default_factory=set)
     # GPU feature discovery product label per (cluster, model), to pin pods to the model.
-    _products: dict[tuple[str, str], str] = field(default_factory=dict)
+    _pins: dict[tuple[str, str], ModelPin] = field(default_factory=dict)
     # When each unreachable member stopped answering.
     _lost_since: dict[str, datetime] = field(default_factory=dict)
     # Jobs (uid) whose pods the member's scheduler refused, and since when (monotonic).
@@ -365,7 +366,7 @@ class Dispatcher:
     def _nodes_synced(self, cluster: str, nodes: list[dict[str, Any]], resource: str) -> None:
         infos = [node_from_k8s(n, gpu_resource=resource) for n in nodes]
         for info in infos:
-            self._remember_product(cluster, info)
+            self._remember_pin(cluster, info)
         self.index.sync_nodes(cluster, infos)
         self.kick()
 
@@ -374,13 +375,15 @@ class Dispatcher:
             self.index.delete_node(cluster, node["metadata"]["name"])
         else:
             info = node_from_k8s(node, gpu_resource=resource)
-            self._remember_product(cluster, info)
+            self._remember_pin(cluster, info)
             self.index.upsert_node(cluster, info)
         self.kick()
 
-    def _remember_product(self, cluster: str, info: NodeInfo) -> None:
-        if info.model and info.product:
-            self._products[(cluster, info.model)] = info.product
+    def _remember_pin(self, cluster: str, info: NodeInfo) -> None:
+        if info.model:
+            key = (cluster, info.model)
+            pin = self._pins.get(key, ModelPin())
+            self._pins[key] = pin.with_node(info.model_label, info.product)
 
     def _pods_synced(self, cluster: str, pods: list[dict[str, Any]], resource: str) -> None:
         self.index.sync_pods(cluster, [pod_from_k8s(p, gpu_resource=resource) for p in pods])
@@ -637,10 +640,11 @@ class Dispatcher:
         job = job or tracked.model()
         member = self.members[tracked.dispatched_to or ""]
         attempt = (tracked.status.get("attempts") or [{}])[-1]
-        product = self._product_for(tracked.dispatched_to or "", attempt.get("gpuModel"))
+        pin = self._pin_for(tracked.dispatched_to or "", attempt.get("gpuModel"))
         try:
-            await link.ensure_namespace(remote_namespace_object(job))
-            await link.create_job(remote_job(job, member.spec.gpu_resource_name, product))
+            level = member.spec.pod_security_level
+            await link.ensure_namespace(remote_namespace_object(job, level))
+            await link.create_job(remote_job(job, member.spec.gpu_resource_name, pin))
         except Exception as error:
             logger.warning("creating the remote Job of %s failed: %s", tracked.request.name, error)
             self.index.forget(tracked.key)
@@ -659,9 +663,9 @@ class Dispatcher:
             await self._write_status(tracked)
             self.queue.push(tracked.request)
 
-    def _product_for(self, cluster: str, model: str | None) -> str | None:
-        """The GFD product label of ``model`` on ``cluster``, to pin the pods to that model."""
-        return self._products.get((cluster, model)) if model else None
+    def _pin_for(self, cluster: str, model: str | None) -> ModelPin | None:
+        """The labels of ``model``'s nodes on ``cluster``, to pin the pods to that model."""
+        return self._pins.get((cluster, model)) if model else None
 
     def _forget_waiting(self, key: str) -> None:
         self._waiting_reasons.pop(key, None)

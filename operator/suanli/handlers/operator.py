@@ -23,6 +23,7 @@ from suanli.certs import generate_webhook_certificates
 from suanli.handlers import admission, computejob, membercluster, voucherquota  # noqa: F401
 from suanli.handlers.options import OperatorOptions
 from suanli.handlers.runtime import Runtime
+from suanli.handlers.webhook_server import WebhookServer
 from suanli.kube import Hub, load_api_client
 
 logger = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def build_settings(options: OperatorOptions) -> kopf.OperatorSettings:
     settings.watching.client_timeout = 300
 
     tls = _webhook_tls(options)
-    settings.admission.server = kopf.WebhookServer(
+    settings.admission.server = WebhookServer(
         addr=options.webhook_host,
         port=options.webhook_port,
         certfile=str(tls.certfile),

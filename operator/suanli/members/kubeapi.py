@@ -96,6 +96,7 @@ def request(
     body: Any = None,
     timeout: Timeout = REQUEST_TIMEOUT,
     accept: str = "application/json",
+    content_type: str = "application/json",
 ) -> urllib3.BaseHTTPResponse:
     """Send one request; the response is returned unread (stream it or read ``.data``).
 
@@ -105,7 +106,7 @@ def request(
     """
     headers = {"Accept": accept}
     if body is not None:
-        headers["Content-Type"] = "application/json"
+        headers["Content-Type"] = content_type
     serialized = api.param_serialize(
         method=method,
         resource_path=path,
@@ -140,9 +141,12 @@ def request_json(
     query: Query = (),
     body: Any = None,
     timeout: Timeout = REQUEST_TIMEOUT,
+    content_type: str = "application/json",
 ) -> dict[str, Any]:
     """Send one request and return the JSON object it answered with."""
-    response = request(api, method, path, query=query, body=body, timeout=timeout)
+    response = request(
+        api, method, path, query=query, body=body, timeout=timeout, content_type=content_type
+    )
     try:
         data = response.data
     finally:

@@ -58,7 +58,7 @@ from suanli.members.kubeapi import (
     request_json,
 )
 from suanli.members.watch import ResourceGoneError, ResourceWatcher
-from suanli.members.workload import MANAGED_BY, MANAGED_BY_LABEL
+from suanli.members.workload import MANAGED_BY, MANAGED_BY_LABEL, needs_relabel
 from suanli.telemetry.reader import EndpointStatus, TelemetryEndpoint, TelemetrySnapshot
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,8 @@ class MemberLink:
         self._message = "not probed yet"
         self._sent: dict[str, TelemetrySnapshot] = {}
         # Namespaces known to exist on the member (written by worker threads: set ops are atomic).
-        self._namespaces: set[str] = set()
+        self._namespaces: dict[str, dict[str, str]] = {}
+        """Namespaces this link made or checked, with the labels they were ensured to carry."""
 
     # --- state ----------------------------------------------------------------------------------
 
@@ -406,33 +407,49 @@ class MemberLink:
             ) from error
 
     async def ensure_namespace(self, body: Obj) -> None:
-        """Create the Namespace ``body``; one that exists already is fine.
+        """Create the Namespace ``body``, or bring an existing one up to ``body``'s labels.
 
-        Every job of a tenant goes to the same namespace, so one this link has made (or found)
-        is remembered and not asked for again; if it is deleted behind our back, the next Job
-        create fails with NotFound, which forgets it (see _create_job).
+        Every job of a tenant goes to the same namespace, so one this link has made (or checked)
+        is remembered and not asked for again while the wanted labels stay the same; if it is
+        deleted behind our back, the next Job create fails with NotFound, which forgets it (see
+        _create_job). An existing namespace must enforce at least the Pod Security level that
+        ``body`` asks for: one that enforces less is relabelled, and if that is not allowed the
+        job is not created there.
         """
         name = _metadata(body, namespaced=False)[1]
-        if name in self._namespaces:
+        labels: dict[str, str] = dict(body["metadata"].get("labels") or {})
+        if self._namespaces.get(name) == labels:
             return
-        await self._remote(f"create Namespace {name}", self._create_namespace, body)
-        self._namespaces.add(name)
+        await self._remote(f"ensure Namespace {name}", self._ensure_namespace, name, body)
+        self._namespaces[name] = labels
 
-    def _create_namespace(self, body: Obj) -> None:
+    def _ensure_namespace(self, name: str, body: Obj) -> None:
         try:
             request_json(self._api, "POST", "/api/v1/namespaces", body=body)
+            return
         except ApiError as error:
-            if error.status == 409:
-                return
-            if error.status != 403:
+            if error.status not in (403, 409):
                 raise
-            # A credential that may not create namespaces is fine where the member's admin
-            # made this one beforehand (authorization is checked before existence).
-            name = quote(body["metadata"]["name"], safe="")
-            try:
-                request_json(self._api, "GET", f"/api/v1/namespaces/{name}")
-            except ApiError:
-                raise error from None
+            refused = error
+        # It exists, or this credential may not create namespaces, which is fine where the
+        # member's admin made this one beforehand (authorization is checked before existence).
+        path = f"/api/v1/namespaces/{quote(name, safe='')}"
+        try:
+            existing = request_json(self._api, "GET", path)
+        except ApiError:
+            raise refused from None
+        wanted: dict[str, str] = body["metadata"].get("labels") or {}
+        have: dict[str, str] = (existing.get("metadata") or {}).get("labels") or {}
+        if not needs_relabel(have, wanted):
+            return
+        # A merge patch of the labels alone: the rest of the namespace is the admin's.
+        request_json(
+            self._api,
+            "PATCH",
+            path,
+            body={"metadata": {"labels": wanted}},
+            content_type="application/merge-patch+json",
+        )
 
     async def create_job(self, body: Obj) -> Obj:
         """Create the batch/v1 Job ``body``; if one of its name exists, return that one."""
@@ -448,7 +465,7 @@ class MemberLink:
                 return request_json(self._api, "POST", path, body=body)
             except ApiError as error:
                 if error.status == 404:
-                    self._namespaces.discard(namespace)  # made again on the next attempt
+                    self._namespaces.pop(namespace, None)  # made again on the next attempt
                 if error.status != 409:
                     raise
             existing = self._read_job(namespace, name)

@@ -3,16 +3,31 @@
 Names are deterministic (derived from the ComputeJob's namespace, name and uid), so creating the
 workload again after a crash finds the first copy (AlreadyExists) instead of making a second one.
 Labels lead back to the ComputeJob, so the member's watch can tell which job a pod belongs to.
+
+The member enforces the hub's rules a second time, so that a bug at the hub alone cannot give a
+tenant more than its pod may have:
+
+- every namespace suanli creates carries the Pod Security admission labels of the member's level
+  (``enforce``, ``warn`` and ``audit``, each pinned to :data:`POD_SECURITY_VERSION`), so the
+  member's own API server refuses a pod below that level whoever creates it;
+- remote pods get no ServiceAccount token and no Service environment variables: a tenant's job
+  has no business with the member's API server or its Services;
+- the pods are pinned to the nodes of the chosen GPU model by the very labels the dispatcher
+  read that model from (see :class:`ModelPin`), so the member's scheduler cannot put them on
+  GPUs of another price.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from suanli.api.computejob import ComputeJob
-from suanli.dispatch.gpu_models import PRODUCT_LABEL
+from suanli.api.podpolicy import PodSecurityLevel
+from suanli.dispatch.gpu_models import MODEL_LABEL, PRODUCT_LABEL
 from suanli.dispatch.kube import JOB_LABEL
 
 JOB_NAMESPACE_LABEL: Final = "suanli.io/job-namespace"
@@ -23,6 +38,13 @@ MANAGED_BY: Final = "suanli"
 HUB_ANNOTATION: Final = "suanli.io/computejob"
 
 _MAX_NAME: Final = 63
+
+POD_SECURITY_LABEL_PREFIX: Final = "pod-security.kubernetes.io/"
+POD_SECURITY_MODES: Final = ("enforce", "warn", "audit")
+POD_SECURITY_VERSION: Final = "v1.34"
+"""The Pod Security Standards version the member checks against. Pinned rather than ``latest``,
+so that a member's upgrade cannot change what is refused in the middle of a job's life; raise
+it together with the hub's policy (suanli.api.podpolicy)."""
 
 
 def _bounded(text: str, salt: str, limit: int = _MAX_NAME) -> str:
@@ -58,25 +80,137 @@ def job_labels(job: ComputeJob) -> dict[str, str]:
     }
 
 
-def remote_namespace_object(job: ComputeJob) -> dict[str, Any]:
+def pod_security_labels(level: PodSecurityLevel) -> dict[str, str]:
+    """The namespace labels with which the member's Pod Security admission enforces ``level``."""
+    labels: dict[str, str] = {}
+    for mode in POD_SECURITY_MODES:
+        labels[f"{POD_SECURITY_LABEL_PREFIX}{mode}"] = level.value
+        labels[f"{POD_SECURITY_LABEL_PREFIX}{mode}-version"] = POD_SECURITY_VERSION
+    return labels
+
+
+def enforces_at_least(labels: Mapping[str, str], level: PodSecurityLevel) -> bool:
+    """Whether a namespace with ``labels`` enforces ``level`` or a stricter one.
+
+    A namespace the member's admin prepared with a stricter level is left as it is; one that
+    enforces less (or nothing) must be relabelled before suanli runs a pod in it.
+    """
+    value = labels.get(f"{POD_SECURITY_LABEL_PREFIX}enforce", "")
+    try:
+        enforced = PodSecurityLevel(value)
+    except ValueError:
+        return False  # "privileged", unset or unknown: enforces nothing suanli can count on
+    return enforced.strictness >= level.strictness
+
+
+def needs_relabel(have: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+    """Whether an existing namespace labelled ``have`` must get the ``wanted`` labels of
+    :func:`remote_namespace_object`: it does when it enforces less than they ask for."""
+    asked = wanted.get(f"{POD_SECURITY_LABEL_PREFIX}enforce", "")
+    try:
+        level = PodSecurityLevel(asked)
+    except ValueError:
+        return False  # the caller asks for no Pod Security level: nothing to bring up
+    return not enforces_at_least(have, level)
+
+
+def remote_namespace_object(job: ComputeJob, level: PodSecurityLevel) -> dict[str, Any]:
+    """The tenant's namespace on a member, enforcing the member's Pod Security ``level``."""
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {
             "name": remote_namespace(job),
-            "labels": {MANAGED_BY_LABEL: MANAGED_BY, JOB_NAMESPACE_LABEL: job.metadata.namespace},
+            "labels": {
+                MANAGED_BY_LABEL: MANAGED_BY,
+                JOB_NAMESPACE_LABEL: job.metadata.namespace,
+                **pod_security_labels(level),
+            },
         },
     }
 
 
-def remote_job(job: ComputeJob, gpu_resource: str, gpu_product: str | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ModelPin:
+    """The node labels by which one GPU model's nodes are known on one member.
+
+    The dispatcher reads a node's model from suanli's own label (:data:`MODEL_LABEL`, set by the
+    member's admin) when it is there, and from GPU feature discovery's product label otherwise;
+    the pin repeats exactly that rule, so the pods land only where the model was counted.
+    """
+
+    model_label_values: frozenset[str] = frozenset()
+    """Values of :data:`MODEL_LABEL` on nodes of the model."""
+    product_values: frozenset[str] = frozenset()
+    """Values of :data:`PRODUCT_LABEL` on nodes of the model that lack :data:`MODEL_LABEL`."""
+
+    def with_node(self, model_label: str, product: str) -> ModelPin:
+        """The pin widened by one more node's labels."""
+        if model_label:
+            if model_label in self.model_label_values:
+                return self
+            return ModelPin(self.model_label_values | {model_label}, self.product_values)
+        if not product or product in self.product_values:
+            return self
+        return ModelPin(self.model_label_values, self.product_values | {product})
+
+    def node_selector_terms(self) -> list[dict[str, Any]]:
+        """Terms of a required node affinity (any term may match) that select the model."""
+        terms: list[dict[str, Any]] = []
+        if self.model_label_values:
+            terms.append(_match(MODEL_LABEL, "In", self.model_label_values))
+        if self.product_values:
+            terms.append(
+                {
+                    "matchExpressions": [
+                        *_match(PRODUCT_LABEL, "In", self.product_values)["matchExpressions"],
+                        {"key": MODEL_LABEL, "operator": "DoesNotExist"},
+                    ]
+                }
+            )
+        return terms
+
+
+def _match(key: str, operator: str, values: frozenset[str]) -> dict[str, Any]:
+    return {"matchExpressions": [{"key": key, "operator": operator, "values": sorted(values)}]}
+
+
+def _pin_to_model(spec: dict[str, Any], pin: ModelPin) -> None:
+    """Add ``pin``'s terms to the pod's required node affinity, ANDed with the tenant's own.
+
+    Terms of a required node affinity are ORed, so each of the tenant's terms is combined with
+    each of the pin's; the tenant cannot name the model labels (the hub's policy refuses it), so
+    the combined terms never contradict themselves by construction.
+    """
+    pinned = pin.node_selector_terms()
+    if not pinned:
+        return
+    affinity = spec.setdefault("affinity", {})
+    node_affinity = affinity.setdefault("nodeAffinity", {})
+    required = node_affinity.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
+    own = required.get("nodeSelectorTerms") or [{}]
+    required["nodeSelectorTerms"] = [
+        {
+            **term,
+            "matchExpressions": [
+                *(term.get("matchExpressions") or []),
+                *pin_term["matchExpressions"],
+            ],
+        }
+        for term in own
+        for pin_term in pinned
+    ]
+
+
+def remote_job(job: ComputeJob, gpu_resource: str, pin: ModelPin | None) -> dict[str, Any]:
     """The batch/v1 Job that runs ``job``'s gang on a member.
 
     Every replica gets ``gpusPerReplica`` of ``gpu_resource`` on its first container, and a
-    node selector for ``gpu_product`` (the GPU feature discovery label of the chosen model),
-    so the member's scheduler can only put it on that model. ``activeDeadlineSeconds`` is the
-    job's maxRuntime: the member stops the job when it runs out. Pods are never retried
-    (backoffLimit 0): a retry would run, and be charged, again behind the tenant's back.
+    required node affinity from ``pin`` (the labels of the chosen model's nodes), so the
+    member's scheduler can only put it on that model. ``activeDeadlineSeconds`` is the job's
+    maxRuntime: the member stops the job when it runs out. Pods are never retried
+    (backoffLimit 0): a retry would run, and be charged, again behind the tenant's back. Pods
+    get neither a ServiceAccount token nor Service links (see the module notes).
     """
     labels = job_labels(job)
     template = copy.deepcopy(job.spec.template)
@@ -84,14 +218,16 @@ def remote_job(job: ComputeJob, gpu_resource: str, gpu_product: str | None) -> d
     metadata.setdefault("labels", {}).update(labels)
     spec = template.setdefault("spec", {})
     spec.setdefault("restartPolicy", "Never")
+    spec["automountServiceAccountToken"] = False
+    spec["enableServiceLinks"] = False
     containers = spec.get("containers") or []
     if containers:
         resources = containers[0].setdefault("resources", {})
         gpus = str(job.spec.gpus_per_replica)
         resources.setdefault("limits", {})[gpu_resource] = gpus
         resources.setdefault("requests", {})[gpu_resource] = gpus
-    if gpu_product:
-        spec.setdefault("nodeSelector", {})[PRODUCT_LABEL] = gpu_product
+    if pin is not None:
+        _pin_to_model(spec, pin)
     # GPU node pools are commonly tainted so that only GPU workloads land there.
     tolerations = spec.setdefault("tolerations", [])
     tolerations.append({"key": gpu_resource, "operator": "Exists", "effect": "NoSchedule"})
