@@ -8,7 +8,9 @@ listed here:
 - resource names: any request or limit under a vendor's resource prefix, in any container. The
   prefixes are whole vendor domains where the domain only ever names accelerators (``nvidia.com/``
   covers ``gpu``, MIG slices ``mig-*``, time-sliced ``gpu.shared`` and HAMi's ``gpumem`` and
-  ``gpucores``), so a resource a vendor adds tomorrow is refused too.
+  ``gpucores``), so a resource a vendor adds tomorrow is refused too; and ``<any domain>/gpu``
+  (``vgpu``, ``npu``) catches a vendor the table does not know yet. Other extended resources
+  (RDMA devices, SR-IOV network functions) are not accelerators and stay the member's business.
 - environment variables that make a container runtime or device plugin hand out devices or lift
   a device's limits. Only variables that such a component reads are listed. Variables that a
   vendor's user-space library reads to narrow the devices a process already has
@@ -162,6 +164,10 @@ NODE_LABEL_PREFIXES: Final = tuple(
     prefix for vendor in ACCELERATOR_VENDORS for prefix in vendor.node_label_prefixes
 )
 
+# A vendor missing from the table still almost always calls its device "gpu" (or "vgpu", "npu"):
+# refuse those names under any domain, so that a new device plugin is not an open door.
+GENERIC_ACCELERATOR_RESOURCES: Final = ("*/gpu", "*/vgpu", "*/npu")
+
 
 def is_accelerator_resource(name: str) -> bool:
     """Whether a resource name requests an accelerator of any listed vendor.
@@ -170,7 +176,9 @@ def is_accelerator_resource(name: str) -> bool:
     near miss must not slip through here first.
     """
     lowered = name.lower()
-    return any(lowered.startswith(prefix.lower()) for prefix in RESOURCE_PREFIXES)
+    return any(lowered.startswith(prefix.lower()) for prefix in RESOURCE_PREFIXES) or any(
+        fnmatchcase(lowered, pattern) for pattern in GENERIC_ACCELERATOR_RESOURCES
+    )
 
 
 def is_device_env(name: str) -> bool:

@@ -461,11 +461,14 @@ def _run_as_non_root(pod: _Pod) -> Iterator[FieldError]:
     if pod_value not in (None, True):
         yield _error(
             (*SPEC_PATH, "securityContext", "runAsNonRoot"),
-            "must be true (or unset with every container setting it to true)",
+            "must be true (or unset, with every container setting it to true): the job's "
+            "containers must not run as root",
         )
     for container in pod.containers:
         value = container.security.get("runAsNonRoot")
-        if value is True or (value is None and pod_value is True):
+        # A container that inherits a wrong pod value was reported with the pod.
+        inherits = value is None and pod_value is not None
+        if value is True or inherits:
             continue
         yield _error(
             (*container.security_path, "runAsNonRoot"),
