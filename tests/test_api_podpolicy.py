@@ -497,6 +497,15 @@ def test_pod_field_is_refused(case: Case) -> None:
     assert paths(case.template()) == sorted(case.paths)
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_probes_at_the_nodes_loopback_meet_baseline_but_are_refused(host: str) -> None:
+    template = plain()
+    main = template["spec"]["containers"][0]
+    main["readinessProbe"] = {"httpGet": {"port": 8080, "host": host}}
+    assert level_errors(template, PodSecurityLevel.BASELINE) == []
+    assert paths(template) == [f"{SPEC}.containers[0].readinessProbe.httpGet.host"]
+
+
 def test_the_issues_example_gets_one_error_per_field() -> None:
     template = plain()
     template["spec"].update({"hostPID": True, "hostNetwork": True})

@@ -12,6 +12,8 @@ Two entry points:
 - :func:`template_errors`: what every job must meet, whatever member it lands on. That is the
   Pod Security Standards' ``baseline`` level, plus the federation's own rules:
 
+  * host access beyond baseline: probes and lifecycle hooks aimed at the node's loopback
+    (baseline allows ``127.0.0.1`` and ``::1``; on a member that is the member's node).
   * volumes: only the types the ``restricted`` level allows (configMap, csi, downwardAPI,
     emptyDir, ephemeral, persistentVolumeClaim, projected, secret). Baseline only forbids
     hostPath, but the other in-tree types (nfs, iscsi, rbd, cephfs, gitRepo, flexVolume, ...)
@@ -47,10 +49,10 @@ Choices where the standards are silent:
 - ``restricted`` is checked without its relaxations for Windows pods and user-namespaced pods:
   GPU jobs are Linux pods, and a template that relies on a relaxation is refused on the safe side.
 
-The levels follow the Kubernetes Pod Security Standards as of Kubernetes 1.34 (including the
-host-probe rule and the sysctls added to the safe set in 1.29). Every job must meet ``baseline``;
-a member may require ``restricted``, and a job is only placed where its template meets the
-member's level. Pure: no I/O, and nothing but the template is read.
+The levels follow the Kubernetes Pod Security Standards as of Kubernetes 1.34 (including its
+rule on probe and lifecycle-hook hosts, and the sysctls added to the safe set in 1.27 and 1.29).
+Every job must meet ``baseline``; a member may require ``restricted``, and a job is only placed
+where its template meets the member's level. Pure: no I/O, and nothing but the template is read.
 """
 
 from __future__ import annotations
@@ -395,9 +397,12 @@ def _sysctls(pod: _Pod) -> Iterator[FieldError]:
 
 _PROBES: Final = ("livenessProbe", "readinessProbe", "startupProbe")
 _HOOKS: Final = ("postStart", "preStop")
+# Baseline allows the node's loopback for probes (host-networked control planes use it).
+LOOPBACK_PROBE_HOSTS: Final = frozenset({"127.0.0.1", "::1"})
 
 
-def _probe_hosts(pod: _Pod) -> Iterator[FieldError]:
+def _probe_hosts(pod: _Pod) -> Iterator[tuple[Path, object]]:
+    """Each ``host`` set on a probe's or lifecycle hook's httpGet or tcpSocket, with its path."""
     for container in pod.containers:
         handlers: list[tuple[Path, Mapping[str, Any]]] = [
             ((*container.path, probe), _obj(container.body.get(probe))) for probe in _PROBES
@@ -408,12 +413,21 @@ def _probe_hosts(pod: _Pod) -> Iterator[FieldError]:
         ]
         for path, handler in handlers:
             for action in ("httpGet", "tcpSocket"):
-                if _obj(handler.get(action)).get("host") not in (None, ""):
-                    yield _error(
-                        (*path, action, "host"),
-                        "the kubelet would connect from the node to this host; remove host so "
-                        "that the probe or hook reaches the pod itself",
-                    )
+                host = _obj(handler.get(action)).get("host")
+                if host not in (None, ""):
+                    yield (*path, action, "host"), host
+
+
+_PROBE_HOST_MESSAGE: Final = (
+    "the kubelet would connect from the node to this host; remove host so that the probe or "
+    "hook reaches the pod itself"
+)
+
+
+def _remote_probe_hosts(pod: _Pod) -> Iterator[FieldError]:
+    for path, host in _probe_hosts(pod):
+        if host not in LOOPBACK_PROBE_HOSTS:
+            yield _error(path, _PROBE_HOST_MESSAGE)
 
 
 BASELINE_CHECKS: Final[tuple[Check, ...]] = (
@@ -423,7 +437,7 @@ BASELINE_CHECKS: Final[tuple[Check, ...]] = (
     _baseline_capabilities,
     _host_path_volumes,
     _host_ports,
-    _probe_hosts,
+    _remote_probe_hosts,
     _apparmor,
     _selinux,
     _proc_mount,
@@ -711,8 +725,16 @@ def _device_requests(pod: _Pod) -> Iterator[FieldError]:
                 )
 
 
+def _loopback_probe_hosts(pod: _Pod) -> Iterator[FieldError]:
+    # Baseline allows these, but on a member the node's loopback is the member's, not the job's.
+    for path, host in _probe_hosts(pod):
+        if host in LOOPBACK_PROBE_HOSTS:
+            yield _error(path, _PROBE_HOST_MESSAGE)
+
+
 HUB_CHECKS: Final[tuple[Check, ...]] = (
     *BASELINE_CHECKS,
+    _loopback_probe_hosts,
     _volume_types,
     _node_selection,
     _pod_affinity_namespaces,
