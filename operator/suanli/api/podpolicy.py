@@ -546,6 +546,9 @@ def _is_steering_label(key: object) -> bool:
     return is_accelerator_node_label(text) or text.startswith(STEERING_LABEL_PREFIXES)
 
 
+_REQUIRED: Final = "requiredDuringSchedulingIgnoredDuringExecution"
+_PREFERRED: Final = "preferredDuringSchedulingIgnoredDuringExecution"
+
 _STEERING_MESSAGE: Final = (
     "would steer the job onto particular nodes; remove it: the operator chooses the member and "
     "the GPU model from spec.gpuModels, and the member's scheduler chooses the node"
@@ -560,17 +563,18 @@ def _node_selection(pod: _Pod) -> Iterator[FieldError]:
             yield _error((*SPEC_PATH, "nodeSelector", str(key)), _STEERING_MESSAGE)
     node_affinity_path = (*SPEC_PATH, "affinity", "nodeAffinity")
     node_affinity = _obj(_obj(pod.spec.get("affinity")).get("nodeAffinity"))
-    required = "requiredDuringSchedulingIgnoredDuringExecution"
-    preferred = "preferredDuringSchedulingIgnoredDuringExecution"
     terms: list[tuple[Path, Mapping[str, Any]]] = [
-        ((*node_affinity_path, required, "nodeSelectorTerms", index), _obj(term))
+        ((*node_affinity_path, _REQUIRED, "nodeSelectorTerms", index), _obj(term))
         for index, term in enumerate(
-            _items(_obj(node_affinity.get(required)).get("nodeSelectorTerms"))
+            _items(_obj(node_affinity.get(_REQUIRED)).get("nodeSelectorTerms"))
         )
     ]
     terms += [
-        ((*node_affinity_path, preferred, index, "preference"), _obj(_obj(entry).get("preference")))
-        for index, entry in enumerate(_items(node_affinity.get(preferred)))
+        (
+            (*node_affinity_path, _PREFERRED, index, "preference"),
+            _obj(_obj(entry).get("preference")),
+        )
+        for index, entry in enumerate(_items(node_affinity.get(_PREFERRED)))
     ]
     for path, term in terms:
         for index, expression in enumerate(_items(term.get("matchExpressions"))):
@@ -586,18 +590,17 @@ def _pod_affinity_namespaces(pod: _Pod) -> Iterator[FieldError]:
     for kind in ("podAffinity", "podAntiAffinity"):
         rules = _obj(affinity.get(kind))
         base = (*SPEC_PATH, "affinity", kind)
-        terms: list[tuple[Path, Mapping[str, Any]]] = []
-        required = "requiredDuringSchedulingIgnoredDuringExecution"
-        preferred = "preferredDuringSchedulingIgnoredDuringExecution"
-        for index, term in enumerate(_items(rules.get(required))):
-            terms.append(((*base, required, index), _obj(term)))
-        for index, entry in enumerate(_items(rules.get(preferred))):
-            terms.append(
-                (
-                    (*base, preferred, index, "podAffinityTerm"),
-                    _obj(_obj(entry).get("podAffinityTerm")),
-                )
+        terms: list[tuple[Path, Mapping[str, Any]]] = [
+            ((*base, _REQUIRED, index), _obj(term))
+            for index, term in enumerate(_items(rules.get(_REQUIRED)))
+        ]
+        terms += [
+            (
+                (*base, _PREFERRED, index, "podAffinityTerm"),
+                _obj(_obj(entry).get("podAffinityTerm")),
             )
+            for index, entry in enumerate(_items(rules.get(_PREFERRED)))
+        ]
         for path, term in terms:
             # An empty namespaceSelector selects every namespace; an empty list, none.
             looks_elsewhere = {
@@ -613,20 +616,25 @@ def _pod_affinity_namespaces(pod: _Pod) -> Iterator[FieldError]:
                     )
 
 
+_QUEUE_JUMP: Final = (
+    "would jump the member's queue and could preempt its pods; remove it and use spec.priority, "
+    "which orders the job in the hub's queue"
+)
+# Pod-spec fields that are the operator's or the member's to set, and why.
+SCHEDULING_REFUSALS: Final[Mapping[str, str]] = {
+    "tolerations": "the operator adds the one toleration the job needs (its GPU taint); "
+    "remove tolerations: others would let the job onto nodes the member keeps for itself",
+    "schedulerName": "the member's own scheduler places the job; remove it",
+    "runtimeClassName": "the member chooses the container runtime; remove it",
+    "priorityClassName": _QUEUE_JUMP,
+    "priority": _QUEUE_JUMP,
+    "preemptionPolicy": "preemption on a member is the member's decision; remove it",
+    "overhead": "pod overhead is set by the member's RuntimeClass; remove it",
+}
+
+
 def _scheduling(pod: _Pod) -> Iterator[FieldError]:
-    refusals = {
-        "tolerations": "the operator adds the one toleration the job needs (its GPU taint); "
-        "remove tolerations: others would let the job onto nodes the member keeps for itself",
-        "schedulerName": "the member's own scheduler places the job; remove it",
-        "runtimeClassName": "the member chooses the container runtime; remove it",
-        "priorityClassName": "would jump the member's queue and could preempt its pods; remove "
-        "it and use spec.priority, which orders the job in the hub's queue",
-        "priority": "would jump the member's queue and could preempt its pods; remove it and use "
-        "spec.priority, which orders the job in the hub's queue",
-        "preemptionPolicy": "preemption on a member is the member's decision; remove it",
-        "overhead": "pod overhead is set by the member's RuntimeClass; remove it",
-    }
-    for field, message in refusals.items():
+    for field, message in SCHEDULING_REFUSALS.items():
         if _is_set(pod.spec.get(field)):
             yield _error((*SPEC_PATH, field), message)
 
