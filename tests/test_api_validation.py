@@ -287,6 +287,52 @@ CASES = [
         },
         ["spec.template.spec.containers[0].resources.requests[nvidia.com/mig-1g.10gb]"],
     ),
+    # ComputeJob: the pod policy (tests/test_api_podpolicy.py has its table), reached through
+    # validate_computejob as the webhook reaches it
+    Case(
+        "job-init-container-gpu",
+        "ComputeJob",
+        {
+            "spec.template.spec.initContainers": [
+                container(resources={"limits": {"huawei.com/Ascend910B": 8}})
+            ]
+        },
+        ["spec.template.spec.initContainers[0].resources.limits[huawei.com/Ascend910B]"],
+        ["gpusPerReplica"],
+    ),
+    Case(
+        "job-privileged-host-network",
+        "ComputeJob",
+        {
+            "spec.template.spec.hostNetwork": True,
+            "spec.template.spec.containers[1]": container(
+                name="sidecar", securityContext={"privileged": True}
+            ),
+        },
+        [
+            "spec.template.spec.hostNetwork",
+            "spec.template.spec.containers[1].securityContext.privileged",
+        ],
+    ),
+    Case(
+        "job-steering",
+        "ComputeJob",
+        {
+            "spec.template.spec.tolerations": [{"operator": "Exists"}],
+            "spec.template.spec.nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100"},
+        },
+        [
+            "spec.template.spec.tolerations",
+            "spec.template.spec.nodeSelector[nvidia.com/gpu.product]",
+        ],
+        ["toleration"],
+    ),
+    Case(
+        "job-device-env",
+        "ComputeJob",
+        {"spec.template.spec.containers[0].env": [{"name": "NVIDIA_VISIBLE_DEVICES"}]},
+        ["spec.template.spec.containers[0].env[0].name"],
+    ),
     Case(
         "job-restart-always",
         "ComputeJob",

@@ -36,6 +36,7 @@ from suanli.api.common import (
     set_field,
 )
 from suanli.api.meta import AGE_COLUMN, KindInfo, PrinterColumn
+from suanli.api.podpolicy import template_errors
 from suanli.api.validation import FieldError, duplicate_errors
 
 MAX_REPLICAS: Final = 64
@@ -364,11 +365,14 @@ def validate_computejob(job: ComputeJob) -> list[FieldError]:
     errors += duplicate_errors("spec.gpuModels", spec.gpu_models, "GPU model")
     errors += duplicate_errors("spec.placement.clusters", spec.placement.clusters, "cluster")
     errors += duplicate_errors("spec.placement.regions", spec.placement.regions, "region")
-    errors += _template_errors(spec.template)
+    errors += _template_shape_errors(spec.template)
+    # What the template may contain (host access, steering, accelerators) is the pod policy's.
+    errors += template_errors(spec.template)
     return errors
 
 
-def _template_errors(template: Mapping[str, Any]) -> list[FieldError]:
+def _template_shape_errors(template: Mapping[str, Any]) -> list[FieldError]:
+    """The template's shape and what a ComputeJob needs in it; podpolicy says what it may hold."""
     base = "spec.template"
     errors: list[FieldError] = []
     metadata = template.get("metadata")
@@ -415,24 +419,4 @@ def _container_errors(path: str, container: object) -> list[FieldError]:
     image = container.get("image")
     if not isinstance(image, str) or not image.strip():
         errors.append(FieldError(f"{path}.image", "required: the container image to run"))
-    resources = container.get("resources")
-    if isinstance(resources, Mapping):
-        for section in ("limits", "requests"):
-            amounts = resources.get(section)
-            if not isinstance(amounts, Mapping):
-                continue
-            errors += [
-                FieldError(
-                    f"{path}.resources.{section}[{key}]",
-                    "GPUs are set by the operator from spec.gpusPerReplica and the member's GPU "
-                    "resource name; remove this entry",
-                )
-                for key in amounts
-                if is_gpu_resource(str(key))
-            ]
     return errors
-
-
-def is_gpu_resource(name: str) -> bool:
-    """Whether a resource name requests GPUs (``nvidia.com/gpu``, MIG slices, ``amd.com/gpu``)."""
-    return name.endswith("/gpu") or name.startswith("nvidia.com/")
