@@ -9,6 +9,7 @@ import pytest
 
 from suanli.api.computejob import ComputeJob, PlacementPolicy
 from suanli.api.membercluster import MemberCluster
+from suanli.api.podpolicy import PodSecurityLevel
 from suanli.api.voucherquota import VoucherQuota
 from suanli.dispatch.gpu_models import (
     MODEL_LABEL,
@@ -20,7 +21,7 @@ from suanli.dispatch.gpu_models import (
     product_of_labels,
 )
 from suanli.dispatch.kube import JOB_LABEL, node_from_k8s, parse_count, pod_from_k8s
-from suanli.dispatch.models import ClusterInfo, JobRequest, VoucherTerms
+from suanli.dispatch.models import ClusterInfo, JobRequest, VoucherTerms, unmet_levels
 
 # --- GPU product names --------------------------------------------------------------------------
 
@@ -349,3 +350,36 @@ def test_job_request_from_a_computejob_and_its_voucher() -> None:
     assert request.voucher == VoucherTerms(
         name="v", allowed_clusters=frozenset({"member-a"}), allowed_models=frozenset({"H100"})
     )
+
+
+HARDENED_POD = {
+    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+    "containers": [
+        {
+            "name": "main",
+            "image": "x",
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+            },
+        }
+    ],
+}
+
+
+def test_a_plain_template_meets_baseline_only() -> None:
+    unmet = unmet_levels({"spec": {"containers": [{"name": "main", "image": "x"}]}})
+    assert [level for level, _ in unmet] == [PodSecurityLevel.RESTRICTED]
+    assert unmet[0][1].startswith("spec.template.spec.")
+
+
+def test_a_hardened_template_meets_every_level() -> None:
+    assert unmet_levels({"spec": HARDENED_POD}) == ()
+
+
+def test_a_template_the_hub_refuses_meets_no_level_even_if_pss_would_pass_it() -> None:
+    # nodeName is no Pod Security field, but the hub never lets a tenant pick the node: a job
+    # stored before the policy existed must not be placed, not even on a restricted member.
+    unmet = unmet_levels({"spec": {**HARDENED_POD, "nodeName": "gpu-0"}})
+    assert [level for level, _ in unmet] == list(PodSecurityLevel)
+    assert all(why.startswith("spec.template.spec.nodeName") for _, why in unmet)

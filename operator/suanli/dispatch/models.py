@@ -20,7 +20,12 @@ from typing import Any, Final
 from suanli.api.common import ConditionStatus, find_condition
 from suanli.api.computejob import ComputeJob, PlacementPolicy
 from suanli.api.membercluster import DEFAULT_GPU_RESOURCE, MemberCluster
-from suanli.api.podpolicy import DEFAULT_POD_SECURITY_LEVEL, PodSecurityLevel, level_errors
+from suanli.api.podpolicy import (
+    DEFAULT_POD_SECURITY_LEVEL,
+    PodSecurityLevel,
+    level_errors,
+    template_errors,
+)
 from suanli.api.reasons import MemberConditionType, MemberReason
 from suanli.api.voucherquota import VoucherQuota
 from suanli.dispatch.gpu_models import canonical_model
@@ -190,12 +195,18 @@ class JobRequest:
 
 
 def unmet_levels(template: Mapping[str, Any]) -> tuple[tuple[PodSecurityLevel, str], ...]:
-    """Each Pod Security level ``template`` does not meet, with its first failing field."""
-    return tuple(
-        (level, str(errors[0]))
-        for level in PodSecurityLevel
-        if (errors := level_errors(template, level))
-    )
+    """Each Pod Security level ``template`` does not meet, with its first failing field.
+
+    The hub's own policy counts towards every level: a job stored before that policy refused
+    its template (an upgrade) meets none, so it is placed nowhere rather than run unchecked.
+    """
+    refused = template_errors(template)
+    unmet: list[tuple[PodSecurityLevel, str]] = []
+    for level in PodSecurityLevel:
+        errors = refused or level_errors(template, level)
+        if errors:
+            unmet.append((level, str(errors[0])))
+    return tuple(unmet)
 
 
 @dataclass(frozen=True)
