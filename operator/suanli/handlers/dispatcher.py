@@ -318,16 +318,7 @@ class Dispatcher:
         if reachable is not None:
             # The link's own probe is fresher than the status condition it also feeds.
             message = "" if reachable else "its API server does not answer"
-            info = ClusterInfo(
-                name=info.name,
-                region=info.region,
-                prices=info.prices,
-                currency=info.currency,
-                ready=reachable,
-                not_ready_message=message,
-                cordoned=info.cordoned,
-                gpu_resource=info.gpu_resource,
-            )
+            info = dataclasses.replace(info, ready=reachable, not_ready_message=message)
         self.index.upsert_cluster(info)
 
     async def _connect(self, member: MemberCluster) -> None:
