@@ -8,8 +8,9 @@ and tests/test_chart_render.py fails when the chart and the sources disagree:
   writes them into ``crds/``. A template adds the chart's labels and its keep policy around them.
 * ``templates/rbac/_rules.tpl``: the rules of the chart's ClusterRoles in :mod:`suanli.rbac`
   (``chart_roles``: not the webhook manager's, since the chart renders the webhook
-  configurations itself), as named templates. The operator's Secret rule is written apart from the rest, because the chart grants
-  it with Roles in the namespaces that hold member kubeconfigs instead of cluster-wide.
+  configurations itself), as named templates. The operator's Secret rule is written apart from
+  the rest, because the chart grants it with Roles in the namespaces that hold member
+  kubeconfigs instead of cluster-wide.
 * ``charts/suanli-exporter/``: a copy of the exporter chart ``charts/suanli-exporter``, so that
   the exporter is an optional sub-chart with no ``helm dependency build`` step.
 

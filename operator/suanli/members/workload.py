@@ -12,6 +12,7 @@ import hashlib
 from typing import Any, Final
 
 from suanli.api.computejob import ComputeJob
+from suanli.api.podpolicy import DEFAULT_POD_SECURITY_LEVEL
 from suanli.dispatch.gpu_models import PRODUCT_LABEL
 from suanli.dispatch.kube import JOB_LABEL
 
@@ -21,6 +22,7 @@ JOB_UID_LABEL: Final = JOB_LABEL  # the dispatcher finds a pod's ComputeJob by i
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "suanli"
 HUB_ANNOTATION: Final = "suanli.io/computejob"
+POD_SECURITY_ENFORCE_LABEL: Final = "pod-security.kubernetes.io/enforce"
 
 _MAX_NAME: Final = 63
 
@@ -64,7 +66,14 @@ def remote_namespace_object(job: ComputeJob) -> dict[str, Any]:
         "kind": "Namespace",
         "metadata": {
             "name": remote_namespace(job),
-            "labels": {MANAGED_BY_LABEL: MANAGED_BY, JOB_NAMESPACE_LABEL: job.metadata.namespace},
+            "labels": {
+                MANAGED_BY_LABEL: MANAGED_BY,
+                JOB_NAMESPACE_LABEL: job.metadata.namespace,
+                # The member's Pod Security admission holds the job's pods to the default
+                # level, and the hub's identity may create no namespace without it (the
+                # member-access policy, suanli.member_access).
+                POD_SECURITY_ENFORCE_LABEL: DEFAULT_POD_SECURITY_LEVEL.value,
+            },
         },
     }
 
