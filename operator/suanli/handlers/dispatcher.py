@@ -363,16 +363,15 @@ class Dispatcher:
             await self._connect_now(current)
 
     async def _connect_now(self, member: MemberCluster) -> None:
+        """Make before break: the new link starts before the old one stops, so a rotation
+        leaves no moment without a link (the member stays reachable, dispatch goes on)."""
         name = member.metadata.name or ""
-        old = self.links.pop(name, None)
-        if old is not None:
-            await old.stop()
         source = _secret_source(member)
         try:
             kubeconfig = await self._read_kubeconfig(member)
         except Exception as error:  # a missing Secret leaves the member unreachable
             self._kubeconfigs.pop(name, None)
-            self._disconnected(
+            await self._disconnect(
                 name,
                 MemberReason.KUBECONFIG_SECRET_NOT_FOUND,
                 f"The kubeconfig in {source} cannot be read: {error}. Create it, or fix "
@@ -387,7 +386,7 @@ class Dispatcher:
         )
         if refused:
             message = kubeconfigs.refusal_message(refused, source)
-            self._disconnected(name, MemberReason.KUBECONFIG_REFUSED, message)
+            await self._disconnect(name, MemberReason.KUBECONFIG_REFUSED, message)
             return
         gpu_resource = member.spec.gpu_resource_name
         events = LinkEvents(
@@ -406,18 +405,34 @@ class Dispatcher:
             events,
             telemetry_endpoints=tuple(member.spec.telemetry_endpoints),
         )
+        old = self.links.get(name)
         self.links[name] = link
         try:
             await link.start()
         except MemberLinkError as error:
-            self.links.pop(name, None)
-            self._disconnected(
+            if self.links.get(name) is link:
+                self.links.pop(name)
+            if old is not None:
+                await old.stop()
+            await self._disconnect(
                 name,
                 MemberReason.KUBECONFIG_INVALID,
                 f"The kubeconfig in {source} cannot be used: {error}",
             )
             return
         self.link_problems.pop(name, None)
+        if old is not None:
+            await old.stop()
+
+    async def _disconnect(self, name: str, reason: MemberReason, message: str) -> None:
+        """Stop the member's link, if any, and say why there is none (``link_problems``)."""
+        old = self.links.pop(name, None)
+        if old is not None:
+            await old.stop()
+        if self.link_problems.get(name) != (reason, message):  # logged once, not every retry
+            logger.warning("member %s not connected: %s", name, message)
+        self.link_problems[name] = (reason, message)
+        self._on_reachability(name, False, message)
 
     async def _read_kubeconfig(self, member: MemberCluster) -> str:
         reference = member.spec.kubeconfig_secret_ref
@@ -425,13 +440,6 @@ class Dispatcher:
         if reference.key not in secret:
             raise LookupError(f"it has no key {reference.key!r}")
         return secret[reference.key]
-
-    def _disconnected(self, name: str, reason: MemberReason, message: str) -> None:
-        """No link to ``name``: its status says why (``link_problems``)."""
-        if self.link_problems.get(name) != (reason, message):  # logged once, not every retry
-            logger.warning("member %s not connected: %s", name, message)
-        self.link_problems[name] = (reason, message)
-        self._on_reachability(name, False, message)
 
     def connection_problem(self, name: str) -> tuple[MemberReason, str] | None:
         """Why the operator cannot work with member ``name`` although its API server may be
