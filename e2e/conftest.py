@@ -83,7 +83,8 @@ def hub(clusters: dict[str, Cluster]) -> Cluster:
 
 @pytest.fixture(scope="session")
 def members_joined(hub: Cluster, fed: federation.FederationState) -> list[str]:
-    """A MemberCluster on the hub for each member, with its real kubeconfig in a Secret."""
+    """A MemberCluster on the hub for each member, with a Secret holding a kubeconfig of the
+    hub's least-privilege identity there (applied as the member's admin would)."""
     install.join_members(hub.api, fed.members)
     return [member.name for member in fed.members]
 
@@ -105,6 +106,9 @@ def operator(
         "6",
         "--unschedulable-timeout",
         "6",
+        # Short, so a rotated member kubeconfig is picked up within seconds.
+        "--kubeconfig-check-interval",
+        "2",
     )
     process.start()
     _SESSION_OPERATORS.append(process)

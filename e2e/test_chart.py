@@ -36,7 +36,7 @@ from suanli.devenv import install
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.toolchain import Toolchain
 from suanli.devenv.waiting import TIMEOUTS, wait_for
-from suanli.rbac import all_roles
+from suanli.rbac import chart_roles
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "suanli"
@@ -45,7 +45,7 @@ CHART_NAMESPACE = "suanli-chart-e2e"
 GROUP, VERSION = "suanli.io", "v1alpha1"
 SESSION_WEBHOOK = "suanli.io"  # the configuration the session's operator fixture manages
 CRD_NAMES = ("computejobs.suanli.io", "voucherquotas.suanli.io", "memberclusters.suanli.io")
-ROLE_NAMES = tuple(role["metadata"]["name"] for role in all_roles())
+ROLE_NAMES = tuple(role["metadata"]["name"] for role in chart_roles())
 INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
 TENANT = "tenant-alice"
 # One job of these tests: 1 GPU for 1h at the dearest local price (H100, 28.00 CNY).

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from suanli.api.crdgen import generate as generate_crds
 from suanli.devenv.toolchain import KUBERNETES_VERSION, toolchain_paths
-from suanli.rbac import OPERATOR_ROLE, all_roles
+from suanli.rbac import OPERATOR_ROLE, WEBHOOK_MANAGER_ROLE, chart_roles
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "suanli"
@@ -237,7 +237,7 @@ def _canonical(rules: list[dict[str, Any]]) -> list[str]:
 
 def test_cluster_roles_are_those_of_rbac_py() -> None:
     docs = render(rbac__secretNamespaces=["member-secrets"])
-    for role in all_roles():
+    for role in chart_roles():
         name = role["metadata"]["name"]
         rendered = find(docs, "ClusterRole", name)
         assert rendered["metadata"]["annotations"] == role["metadata"]["annotations"]
@@ -253,6 +253,28 @@ def test_cluster_roles_are_those_of_rbac_py() -> None:
                 assert all(r["resources"] == ["secrets"] for r in secret_role["rules"])
             rules += secret_roles[0]["rules"]
         assert _canonical(rules) == _canonical(role["rules"]), name
+
+
+def test_the_chart_grants_no_webhook_configuration_writes(
+    variant: list[dict[str, Any]],
+) -> None:
+    # The chart renders the webhook configurations and runs the operator with
+    # --managed-webhook-config=, so nothing it installs may write them.
+    configurations = {"validatingwebhookconfigurations", "mutatingwebhookconfigurations"}
+    for doc in variant:
+        assert not (
+            doc["kind"] == "ClusterRole" and doc["metadata"]["name"] == WEBHOOK_MANAGER_ROLE
+        )
+        if doc["kind"] not in RBAC_KINDS:
+            continue
+        for rule in doc["rules"]:
+            assert not configurations & set(rule.get("resources", [])), rule
+
+
+def test_the_operator_reads_secrets_by_name_only() -> None:
+    docs = render(rbac__secretNamespaces=["member-secrets"])
+    for role in (d for d in docs if d["kind"] == "Role"):
+        assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
 
 
 def test_the_operator_is_bound_to_its_roles_through_its_service_account() -> None:

@@ -10,7 +10,7 @@ import yaml
 
 from suanli import chart_render
 from suanli.api.crdgen import generate as generate_crds
-from suanli.rbac import all_roles, operator_role
+from suanli.rbac import chart_roles, operator_role
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / chart_render.CHART
@@ -50,10 +50,10 @@ def test_the_operator_rules_are_split_without_loss() -> None:
 
 def test_the_rules_template_names_every_role() -> None:
     text = chart_render.render_rules()
-    for role in all_roles():
+    for role in chart_roles():
         assert f"\n{role['metadata']['name']}\n" in text
     # Each rules block is YAML that reads back as the role's rules.
-    for role in all_roles():
+    for role in chart_roles():
         key = chart_render._template_key(role["metadata"]["name"])
         start = text.index(f'{{{{- define "suanli.rbac.{key}.rules" -}}}}\n')
         block = text[start:].split("\n", 1)[1].split("{{- end -}}", 1)[0]

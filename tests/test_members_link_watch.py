@@ -357,3 +357,50 @@ def test_a_server_that_ends_every_watch_at_once_is_not_hammered(
         assert recorder.count("synced") == 1  # resumed, not relisted
     finally:
         stop(watcher)
+
+
+class RefusedError(Exception):
+    """An answer with an HTTP status, as the member's client raises it."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
+def test_the_status_of_a_refusal_is_kept_until_the_watch_recovers(
+    source: FakeSource, recorder: Recorder
+) -> None:
+    # A revoked token: the list is refused (401), then a new token is accepted.
+    source.pages.put(RefusedError(401))
+    source.pages.put(page("10", "n1"))
+    seen: list[int | None] = []
+
+    def status_of(error: BaseException) -> int | None:
+        status = error.status if isinstance(error, RefusedError) else None
+        seen.append(status)
+        return status
+
+    watcher = running(source, recorder, status_of=status_of)
+    try:
+        wait_for(lambda: recorder.count("synced") == 1, timeout=WAIT, what="the list")
+        assert seen[0] == 401
+        assert watcher.last_error_status is None
+        assert watcher.last_error is None
+    finally:
+        stop(watcher)
+
+
+def test_a_refused_list_is_reported_with_its_status(source: FakeSource, recorder: Recorder) -> None:
+    for _ in range(50):
+        source.pages.put(RefusedError(403))
+    watcher = running(
+        source,
+        recorder,
+        status_of=lambda error: error.status if isinstance(error, RefusedError) else None,
+    )
+    try:
+        wait_for(lambda: watcher.last_error_status == 403, timeout=WAIT, what="the refusal")
+        assert watcher.last_error is not None
+        assert watcher.last_error.startswith("list Nodes: ")
+    finally:
+        stop(watcher)

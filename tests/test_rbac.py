@@ -1,6 +1,13 @@
 """The ClusterRoles: least privilege, spelled out."""
 
-from suanli.rbac import all_roles, platform_admin_role, tenant_role
+from suanli.rbac import (
+    all_roles,
+    chart_roles,
+    operator_role,
+    platform_admin_role,
+    tenant_role,
+    webhook_manager_role,
+)
 
 
 def test_no_rule_uses_a_wildcard() -> None:
@@ -31,3 +38,29 @@ def test_platform_admins_issue_vouchers_and_join_members() -> None:
         assert _allowed(role, "memberclusters", verb)
     # The ledger in status is the operator's alone.
     assert not _allowed(role, "voucherquotas/status", "update")
+
+
+def test_the_operator_reads_secrets_one_by_one_and_nothing_it_does_not_call() -> None:
+    role = operator_role()
+    assert _allowed(role, "secrets", "get")
+    for verb in ("list", "watch", "create", "update", "patch", "delete"):
+        assert not _allowed(role, "secrets", verb)
+    # Trimmed: Kopf runs cluster-wide (no namespace observation), Events are created once,
+    # and neither Kopf nor suanli takes leases.
+    assert not _allowed(role, "namespaces", "list")
+    assert not _allowed(role, "events", "patch")
+    assert not _allowed(role, "leases", "create")
+    groups = {group for rule in role["rules"] for group in rule["apiGroups"]}
+    assert "events.k8s.io" not in groups
+    assert "admissionregistration.k8s.io" not in groups
+
+
+def test_webhook_configuration_writes_are_a_role_of_their_own_outside_the_chart() -> None:
+    role = webhook_manager_role()
+    for resource in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
+        assert _allowed(role, resource, "create")
+        assert _allowed(role, resource, "patch")
+        assert not _allowed(role, resource, "delete")
+    names = [r["metadata"]["name"] for r in chart_roles()]
+    assert role["metadata"]["name"] not in names
+    assert role["metadata"]["name"] in [r["metadata"]["name"] for r in all_roles()]

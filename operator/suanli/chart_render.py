@@ -6,9 +6,11 @@ and tests/test_chart_render.py fails when the chart and the sources disagree:
 
 * ``files/crds/*.yaml``: the CustomResourceDefinitions as :func:`suanli.api.crdgen.generate`
   writes them into ``crds/``. A template adds the chart's labels and its keep policy around them.
-* ``templates/rbac/_rules.tpl``: the rules of the ClusterRoles in :mod:`suanli.rbac`, as named
-  templates. The operator's Secret rule is written apart from the rest, because the chart grants
-  it with Roles in the namespaces that hold member kubeconfigs instead of cluster-wide.
+* ``templates/rbac/_rules.tpl``: the rules of the chart's ClusterRoles in :mod:`suanli.rbac`
+  (``chart_roles``: not the webhook manager's, since the chart renders the webhook
+  configurations itself), as named templates. The operator's Secret rule is written apart from
+  the rest, because the chart grants it with Roles in the namespaces that hold member
+  kubeconfigs instead of cluster-wide.
 * ``charts/suanli-exporter/``: a copy of the exporter chart ``charts/suanli-exporter``, so that
   the exporter is an optional sub-chart with no ``helm dependency build`` step.
 
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from suanli.api.crdgen import generate as generate_crds
-from suanli.rbac import OPERATOR_ROLE, all_roles, operator_role
+from suanli.rbac import OPERATOR_ROLE, chart_roles, operator_role
 
 CHART: Final = Path("charts/suanli")
 EXPORTER_CHART: Final = Path("charts/suanli-exporter")
@@ -83,7 +85,7 @@ def _define(name: str, body: str) -> str:
 def render_rules() -> str:
     """``templates/rbac/_rules.tpl``: each role's name, description and rules."""
     parts = [RULES_HEADER]
-    for role in all_roles():
+    for role in chart_roles():
         name = role["metadata"]["name"]
         key = _template_key(name)
         rules: list[dict[str, Any]] = role["rules"]

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "suanli.api.commands",
     "suanli.telemetry.commands",
     "suanli.handlers.commands",
+    "suanli.members.commands",
 )
 
 

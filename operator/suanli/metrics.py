@@ -73,6 +73,16 @@ MEMBER_FREE_GPUS: Final = Gauge(
 MEMBER_TOTAL_GPUS: Final = Gauge(
     "suanli_member_gpus", "GPUs per member cluster and model.", ["member", "model"]
 )
+MEMBER_KUBECONFIG_RELOADS: Final = Counter(
+    "suanli_member_kubeconfig_reloads_total",
+    "Reconnections of a member because its kubeconfig Secret changed (a rotated credential).",
+    ["member"],
+)
+MEMBER_KUBECONFIG_CHECK_ERRORS: Final = Counter(
+    "suanli_member_kubeconfig_check_errors_total",
+    "Failed reads of a member's kubeconfig Secret by the periodic check for rotations.",
+    ["member"],
+)
 GC_CPU: Final = Counter(
     "suanli_gc_cpu_seconds_total",
     "CPU time the Python garbage collector used (of the thread it ran on).",

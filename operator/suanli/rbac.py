@@ -5,10 +5,18 @@
   the platform's money.
 - ``suanli-platform-admin``: issues and edits VoucherQuotas and MemberClusters (and reads the
   rest); bound cluster-wide, or per namespace for a delegated admin.
-- ``suanli-operator``: what the operator itself needs on the hub, verb by verb.
+- ``suanli-operator``: what the operator itself needs on the hub, verb by verb, and nothing
+  it does not call (each rule says who calls it).
+- ``suanli-operator-webhooks``: writing its own admission webhook configurations, which only
+  an operator started with ``--managed-webhook-config`` does (outside a cluster: ``suanli dev``
+  and the e2e tests). The Helm chart renders those configurations itself and runs the
+  operator without it, so the chart does not install this role.
 
 Every rule names its verbs and resources: no wildcards (a test checks it). The Helm chart and
 the e2e tests use these same objects, so what is tested is what is installed.
+
+The operator's rights on member clusters are not here: a member's admin grants them with the
+manifest of :mod:`suanli.member_access`.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ WRITE: Final = ("create", "update", "patch", "delete")
 TENANT_ROLE: Final = "suanli-tenant"
 PLATFORM_ADMIN_ROLE: Final = "suanli-platform-admin"
 OPERATOR_ROLE: Final = "suanli-operator"
+WEBHOOK_MANAGER_ROLE: Final = "suanli-operator-webhooks"
 
 
 def _rule(group: str, resources: tuple[str, ...], verbs: tuple[str, ...]) -> dict[str, Any]:
@@ -79,26 +88,44 @@ def operator_role() -> dict[str, Any]:
                 ("computejobs/status", "voucherquotas/status", "memberclusters/status"),
                 ("get", "patch", "update"),
             ),
-            # Member kubeconfigs; the chart narrows this to its namespace with a Role.
-            _rule("", ("secrets",), ("get", "list", "watch")),
-            _rule("", ("events",), ("create", "patch")),
-            _rule("events.k8s.io", ("events",), ("create", "patch")),
-            # Kopf watches namespaces to follow cluster-wide resources.
-            _rule("", ("namespaces",), READ),
-            # Kopf keeps the webhook configurations current when run outside a cluster.
-            _rule(
-                "admissionregistration.k8s.io",
-                ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"),
-                (*READ, "create", "patch"),
-            ),
+            # Member kubeconfigs, read one by one (Hub.secret) when a member connects and every
+            # --kubeconfig-check-interval for rotations: never listed nor watched, so the
+            # operator sees no Secret a MemberCluster does not name. The chart narrows this to
+            # the namespaces that hold them with Roles.
+            _rule("", ("secrets",), ("get",)),
+            # Events for kubectl describe: ours (Hub.event) and Kopf's, both core/v1, created
+            # once and never patched.
+            _rule("", ("events",), ("create",)),
+            # Kopf follows CRDs to learn when its resources appear or change.
             _rule("apiextensions.k8s.io", ("customresourcedefinitions",), READ),
             # Peering between replicas (Kopf's own resources).
             _rule("kopf.dev", ("clusterkopfpeerings", "kopfpeerings"), (*READ, "patch")),
-            _rule("coordination.k8s.io", ("leases",), (*READ, "create", "update")),
         ],
         "What the suanli operator needs on the hub.",
     )
 
 
-def all_roles() -> list[dict[str, Any]]:
+def webhook_manager_role() -> dict[str, Any]:
+    # Kopf creates each configuration if absent and patches its webhooks; it never reads them.
+    return _cluster_role(
+        WEBHOOK_MANAGER_ROLE,
+        [
+            _rule(
+                "admissionregistration.k8s.io",
+                ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"),
+                ("create", "patch"),
+            ),
+        ],
+        "Keep the operator's own admission webhook configurations current "
+        "(suanli run --managed-webhook-config); not needed where the Helm chart renders them.",
+    )
+
+
+def chart_roles() -> list[dict[str, Any]]:
+    """The roles the Helm chart installs (charts/suanli/templates/rbac)."""
     return [tenant_role(), platform_admin_role(), operator_role()]
+
+
+def all_roles() -> list[dict[str, Any]]:
+    """Every role, for a hub set up without the chart (``suanli dev up``, the e2e tests)."""
+    return [*chart_roles(), webhook_manager_role()]

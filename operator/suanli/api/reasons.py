@@ -104,7 +104,14 @@ class MemberReason(StrEnum):
     API_SERVER_UNREACHABLE = "APIServerUnreachable"
     KUBECONFIG_SECRET_NOT_FOUND = "KubeconfigSecretNotFound"
     KUBECONFIG_INVALID = "KubeconfigInvalid"
+    KUBECONFIG_REFUSED = "KubeconfigRefused"
+    """The kubeconfig asks the operator to run a plugin or read its own files."""
     UNAUTHORIZED = "Unauthorized"
+    CREDENTIALS_REFUSED = "CredentialsRefused"
+    """The member's API server refused the kubeconfig's credentials (HTTP 401 or 403)."""
+    # Events on a MemberCluster
+    KUBECONFIG_RELOADED = "KubeconfigReloaded"
+    """Its kubeconfig Secret changed and the operator reconnected with the new one."""
     # TelemetryFresh
     SCRAPE_SUCCEEDED = "ScrapeSucceeded"
     SCRAPE_FAILED = "ScrapeFailed"

@@ -1,6 +1,10 @@
 """Put suanli on a local federation's hub: CRDs, RBAC roles, members, as an admin would.
 
 Used by `suanli dev up`, the e2e tests and the benchmarks, so all three run the same setup.
+Members are joined as their admins would join them (docs/cluster-admins.md): the hub's
+least-privilege identity is applied on each member with the member's admin kubeconfig, and
+the hub keeps a kubeconfig with that identity's token, never the admin's. Everything the
+operator does on members in e2e is thereby done with exactly the rights that identity has.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from suanli import member_access
 from suanli.api.crdgen import generate
 from suanli.api.meta import GROUP, VERSION
-from suanli.devenv.federation import ClusterInfo
+from suanli.devenv.federation import ClusterInfo, api_client
 from suanli.devenv.waiting import TIMEOUTS, wait_for
 from suanli.rbac import all_roles
 
@@ -93,26 +98,47 @@ def member_cluster(
     }
 
 
+def grant_hub_access(member: ClusterInfo) -> str:
+    """Apply the hub's identity on ``member`` (as its admin) and return the hub's kubeconfig
+    for it: the member's server, its CA and the identity's token (idempotent)."""
+    spec = member_access.AccessSpec()
+    with api_client(member.kubeconfig) as admin:
+        member_access.apply(admin, member_access.manifest(spec))
+        token, ca_pem = member_access.read_token(admin, spec, timeout=TIMEOUTS.api_ready)
+        server = admin.configuration.host
+    return member_access.hub_kubeconfig(server=server, ca_pem=ca_pem, token=token, name=member.name)
+
+
+def kubeconfig_secret_name(member: str) -> str:
+    # The name examples/1x-membercluster-*.yaml use, so applying an example and then joining
+    # the real member leaves the example's MemberCluster pointing at a working kubeconfig.
+    return f"{member}-kubeconfig"
+
+
+def store_kubeconfig(api: client.ApiClient, member: str, kubeconfig: str) -> str:
+    """Put ``kubeconfig`` in the member's kubeconfig Secret on the hub; return its name."""
+    core = client.CoreV1Api(api)
+    secret = kubeconfig_secret_name(member)
+    _create_or_patch(
+        lambda body: core.create_namespaced_secret(SYSTEM_NAMESPACE, body),
+        lambda name, body: core.patch_namespaced_secret(name, SYSTEM_NAMESPACE, body),
+        secret,
+        {
+            "metadata": {"name": secret, "namespace": SYSTEM_NAMESPACE},
+            "data": {"kubeconfig": base64.b64encode(kubeconfig.encode()).decode()},
+        },
+    )
+    return secret
+
+
 def join_members(
     api: client.ApiClient, members: list[ClusterInfo], prices: dict[str, str] | None = None
 ) -> None:
-    """A kubeconfig Secret and a MemberCluster on the hub for each member (idempotent)."""
-    core = client.CoreV1Api(api)
+    """For each member: the hub's identity on it, a Secret on the hub with the kubeconfig of
+    that identity, and a MemberCluster (idempotent)."""
     custom = client.CustomObjectsApi(api)
     for member in members:
-        # The name examples/1x-membercluster-*.yaml use, so applying an example and then joining
-        # the real member leaves the example's MemberCluster pointing at a working kubeconfig.
-        secret = f"{member.name}-kubeconfig"
-        kubeconfig = Path(member.kubeconfig).read_bytes()
-        _create_or_patch(
-            lambda body: core.create_namespaced_secret(SYSTEM_NAMESPACE, body),
-            lambda name, body: core.patch_namespaced_secret(name, SYSTEM_NAMESPACE, body),
-            secret,
-            {
-                "metadata": {"name": secret, "namespace": SYSTEM_NAMESPACE},
-                "data": {"kubeconfig": base64.b64encode(kubeconfig).decode()},
-            },
-        )
+        secret = store_kubeconfig(api, member.name, grant_hub_access(member))
         _create_or_patch(
             lambda body: custom.create_cluster_custom_object(
                 GROUP, VERSION, "memberclusters", body

@@ -74,6 +74,19 @@ def register(subparsers: Any) -> None:
         default=defaults.max_attempts,
         help="placements per job before it fails (default %(default)s)",
     )
+    run.add_argument(
+        "--allow-kubeconfig-exec",
+        action="store_true",
+        help="let member kubeconfigs use exec or auth-provider credential plugins, which run "
+        "commands inside the operator (default: such kubeconfigs are refused)",
+    )
+    run.add_argument(
+        "--kubeconfig-check-interval",
+        type=float,
+        default=defaults.kubeconfig_check_seconds,
+        help="seconds between reads of each member's kubeconfig Secret; a changed one "
+        "reconnects the member (default %(default)s)",
+    )
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--metrics-port", type=int, default=None, help="Prometheus metrics port")
     run.add_argument(
@@ -110,6 +123,8 @@ def _run(args: argparse.Namespace) -> int:
         member_grace_seconds=args.member_grace,
         unschedulable_seconds=args.unschedulable_timeout,
         max_attempts=args.max_attempts,
+        allow_kubeconfig_exec=args.allow_kubeconfig_exec,
+        kubeconfig_check_seconds=args.kubeconfig_check_interval,
         peering=args.peering,
         priority=args.priority,
         peering_lifetime=args.peering_lifetime,

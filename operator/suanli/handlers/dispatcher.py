@@ -47,13 +47,14 @@ from suanli.api.computejob import (
 )
 from suanli.api.membercluster import MemberCluster
 from suanli.api.meta import API_VERSION
-from suanli.api.reasons import JobConditionType, JobReason
+from suanli.api.reasons import JobConditionType, JobReason, MemberReason
 from suanli.dispatch.capacity import CapacityIndex, OverPlacementError
 from suanli.dispatch.kube import node_from_k8s, pod_from_k8s
 from suanli.dispatch.models import ClusterInfo, JobRequest, NodeInfo
 from suanli.dispatch.queue import PendingQueue, Placed
 from suanli.handlers.ledger_writer import VoucherGoneError
-from suanli.members.link import LinkEvents, MemberLink
+from suanli.members import kubeconfig as kubeconfigs
+from suanli.members.link import LinkEvents, MemberLink, MemberLinkError
 from suanli.members.workload import (
     JOB_UID_LABEL,
     ModelPin,
@@ -182,6 +183,19 @@ class Dispatcher:
     _pins: dict[tuple[str, str], ModelPin] = field(default_factory=dict)
     # When each unreachable member stopped answering.
     _lost_since: dict[str, datetime] = field(default_factory=dict)
+    # Why a member has no link: its kubeconfig Secret unreadable, its kubeconfig refused or
+    # unusable (reason and message for its status conditions).
+    link_problems: dict[str, tuple[MemberReason, str]] = field(default_factory=dict)
+    # The kubeconfig each member's link (or refusal) was made from: a different one in its
+    # Secret is a rotation, and the member is connected again with it.
+    _kubeconfigs: dict[str, str] = field(default_factory=dict)
+    # One connection attempt per member at a time (MemberCluster events and the kubeconfig
+    # check both connect).
+    _connecting: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # The last failure of each member's kubeconfig check, so it is logged once, not each time.
+    _check_failures: dict[str, str] = field(default_factory=dict)
+    # Members whose link's credentials the member refuses (401/403), as last seen.
+    _refused: set[str] = field(default_factory=set)
     # Jobs (uid) whose pods the member's scheduler refused, and since when (monotonic).
     _unschedulable_since: dict[str, float] = field(default_factory=dict)
     # Remote copies left on members the job moved away from (uid -> clusters), deleted as soon
@@ -202,6 +216,7 @@ class Dispatcher:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatcher")
         self._spawn(self._watchdog())
         self._spawn(self._publish_metrics_every(METRICS_INTERVAL_SECONDS))
+        self._spawn(self._check_kubeconfigs_every(self.runtime.options.kubeconfig_check_seconds))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -229,10 +244,12 @@ class Dispatcher:
             return
         # Never decide on a partial view: after a (re)start, a member whose pods are not
         # listed yet would look emptier than it is. Its sync callbacks kick again.
+        # A member that refuses the link's credentials will not sync until its admin acts:
+        # it is not ready (see _notice_refused_credentials) and must not hold up the others.
         unsynced = [
             name
             for name, link in self.links.items()
-            if self.reachable.get(name) and not link.synced
+            if self.reachable.get(name) and not link.synced and name not in self._refused
         ]
         if unsynced:
             return
@@ -308,6 +325,10 @@ class Dispatcher:
             await link.stop()
         self.index.delete_cluster(name)
         self.reachable.pop(name, None)
+        self.link_problems.pop(name, None)
+        self._kubeconfigs.pop(name, None)
+        self._check_failures.pop(name, None)
+        self._refused.discard(name)
 
     def _refresh_cluster(self, name: str) -> None:
         member = self.members.get(name)
@@ -318,21 +339,46 @@ class Dispatcher:
         if reachable is not None:
             # The link's own probe is fresher than the status condition it also feeds.
             message = "" if reachable else "its API server does not answer"
+            if name in self._refused:
+                reachable, message = False, "it refuses the hub's credentials"
             info = dataclasses.replace(info, ready=reachable, not_ready_message=message)
         self.index.upsert_cluster(info)
 
     async def _connect(self, member: MemberCluster) -> None:
+        """(Re)connect to ``member`` with the kubeconfig its Secret holds now."""
         name = member.metadata.name or ""
-        old = self.links.pop(name, None)
-        if old is not None:
-            await old.stop()
-        reference = member.spec.kubeconfig_secret_ref
+        lock = self._connecting.setdefault(name, asyncio.Lock())
+        async with lock:
+            current = self.members.get(name)
+            if current is None:
+                return  # deleted while this waited for the lock
+            await self._connect_now(current)
+
+    async def _connect_now(self, member: MemberCluster) -> None:
+        """Make before break: the new link starts before the old one stops, so a rotation
+        leaves no moment without a link (the member stays reachable, dispatch goes on)."""
+        name = member.metadata.name or ""
+        source = _secret_source(member)
         try:
-            secret = await self.runtime.hub.secret(reference.namespace, reference.name)
-            kubeconfig = secret[reference.key]
+            kubeconfig = await self._read_kubeconfig(member)
         except Exception as error:  # a missing Secret leaves the member unreachable
-            logger.warning("member %s: cannot read its kubeconfig: %s", name, error)
-            self._on_reachability(name, False, f"kubeconfig Secret unreadable: {error}")
+            self._kubeconfigs.pop(name, None)
+            await self._disconnect(
+                name,
+                MemberReason.KUBECONFIG_SECRET_NOT_FOUND,
+                f"The kubeconfig in {source} cannot be read: {error}. Create it, or fix "
+                "spec.kubeconfigSecretRef; the operator tries again every "
+                f"{self.runtime.options.kubeconfig_check_seconds:.0f}s.",
+            )
+            return
+        self._kubeconfigs[name] = kubeconfig
+        # Before any client exists: building one already runs an exec plugin.
+        refused = kubeconfigs.refusals(
+            kubeconfig, allow_exec=self.runtime.options.allow_kubeconfig_exec
+        )
+        if refused:
+            message = kubeconfigs.refusal_message(refused, source)
+            await self._disconnect(name, MemberReason.KUBECONFIG_REFUSED, message)
             return
         gpu_resource = member.spec.gpu_resource_name
         events = LinkEvents(
@@ -351,8 +397,129 @@ class Dispatcher:
             events,
             telemetry_endpoints=tuple(member.spec.telemetry_endpoints),
         )
+        old = self.links.get(name)
         self.links[name] = link
-        await link.start()
+        try:
+            await link.start()
+        except MemberLinkError as error:
+            if self.links.get(name) is link:
+                self.links.pop(name)
+            if old is not None:
+                await old.stop()
+            await self._disconnect(
+                name,
+                MemberReason.KUBECONFIG_INVALID,
+                f"The kubeconfig in {source} cannot be used: {error}",
+            )
+            return
+        self.link_problems.pop(name, None)
+        if old is not None:
+            await old.stop()
+
+    async def _disconnect(self, name: str, reason: MemberReason, message: str) -> None:
+        """Stop the member's link, if any, and say why there is none (``link_problems``)."""
+        old = self.links.pop(name, None)
+        if old is not None:
+            await old.stop()
+        if self.link_problems.get(name) != (reason, message):  # logged once, not every retry
+            logger.warning("member %s not connected: %s", name, message)
+        self.link_problems[name] = (reason, message)
+        self._on_reachability(name, False, message)
+
+    async def _read_kubeconfig(self, member: MemberCluster) -> str:
+        reference = member.spec.kubeconfig_secret_ref
+        secret = await self.runtime.hub.secret(reference.namespace, reference.name)
+        if reference.key not in secret:
+            raise LookupError(f"it has no key {reference.key!r}")
+        return secret[reference.key]
+
+    def connection_problem(self, name: str) -> tuple[MemberReason, str] | None:
+        """Why the operator cannot work with member ``name`` although its API server may be
+        up (no link, or credentials refused), as a reason and a message for its conditions."""
+        problem = self.link_problems.get(name)
+        if problem is not None:
+            return problem
+        link = self.links.get(name)
+        refused = link.credentials_refused if link is not None else None
+        if refused is None:
+            return None
+        member = self.members.get(name)
+        source = _secret_source(member) if member is not None else "its kubeconfig Secret"
+        return (
+            MemberReason.CREDENTIALS_REFUSED,
+            f"The member refuses the hub's credentials ({refused}). The token may be expired "
+            "or revoked, or the hub's identity lacks a permission: ask the member's admin to "
+            "apply `suanli member access` and to make a kubeconfig with `suanli member "
+            f"kubeconfig`, then store it in {source}; the operator reconnects within "
+            f"{self.runtime.options.kubeconfig_check_seconds:.0f}s, no restart needed.",
+        )
+
+    async def _check_kubeconfigs_every(self, seconds: float) -> None:
+        """Read every member's kubeconfig Secret every ``seconds``; reconnect the members
+        whose kubeconfig changed (a rotated token) and those whose Secret was unreadable.
+
+        A periodic GET of each referenced Secret rather than a watch: the operator then needs
+        only ``get`` on Secrets (no list or watch, which would hand it every Secret of the
+        namespace), it reads no Secret no member refers to, and the cost is bounded: one
+        small request per member per interval. A rotation takes effect within the interval;
+        the old token must stay valid that long (docs/cluster-admins.md says so).
+        """
+        while True:
+            await asyncio.sleep(seconds)
+            for name in list(self.members):
+                try:
+                    await self._check_kubeconfig(name)
+                except Exception as error:  # one member's failure must not stop the others
+                    metrics.MEMBER_KUBECONFIG_CHECK_ERRORS.labels(name).inc()
+                    text = f"{type(error).__name__}: {error}"
+                    if self._check_failures.get(name) != text:
+                        logger.warning("member %s: checking its kubeconfig failed: %s", name, text)
+                        self._check_failures[name] = text
+                else:
+                    self._check_failures.pop(name, None)
+
+    async def _check_kubeconfig(self, name: str) -> None:
+        member = self.members.get(name)
+        if member is None:
+            return
+        if name not in self.links and name not in self._kubeconfigs:
+            # No link and nothing read: the Secret was unreadable; try to connect again.
+            await self._connect(member)
+            return
+        kubeconfig = await self._read_kubeconfig(member)
+        if kubeconfig == self._kubeconfigs.get(name):
+            return
+        rotated = name in self.links
+        logger.info("member %s: its kubeconfig changed; connecting with the new one", name)
+        await self._connect(member)
+        if not rotated or name not in self.links:
+            return
+        metrics.MEMBER_KUBECONFIG_RELOADS.labels(name).inc()
+        await self.runtime.hub.event(
+            {
+                "apiVersion": API_VERSION,
+                "kind": "MemberCluster",
+                "metadata": {"name": name, "uid": member.metadata.uid},
+            },
+            reason=MemberReason.KUBECONFIG_RELOADED,
+            message=f"The kubeconfig in {_secret_source(member)} changed: the operator "
+            "reconnected with the new one.",
+        )
+
+    def _notice_refused_credentials(self) -> None:
+        """Members whose credentials are refused take no jobs; they do again once accepted."""
+        for name, link in list(self.links.items()):
+            refused = link.credentials_refused is not None
+            if refused == (name in self._refused):
+                continue
+            if refused:
+                self._refused.add(name)
+                logger.warning("member %s refuses the hub's credentials", name)
+            else:
+                self._refused.discard(name)
+            self._refresh_cluster(name)
+            self.kick()
+        self._refused.intersection_update(self.links)
 
     def _nodes_synced(self, cluster: str, nodes: list[dict[str, Any]], resource: str) -> None:
         infos = [node_from_k8s(n, gpu_resource=resource) for n in nodes]
@@ -892,6 +1059,10 @@ class Dispatcher:
         member's state and ours disagree)."""
         while True:
             await asyncio.sleep(1.0)
+            try:
+                self._notice_refused_credentials()
+            except Exception:  # the watchdog's other duties must go on
+                logger.exception("noticing refused member credentials failed")
             if len(self.queue):
                 # A pass a second while jobs wait, whatever else happens: a job put back after
                 # a failed write, or capacity freed by an event that kicked nothing, is then
@@ -986,6 +1157,12 @@ async def _bounded(slots: asyncio.Semaphore, coroutine: Coroutine[Any, Any, None
             await coroutine
         except Exception:
             logger.exception("dispatching a job failed")
+
+
+def _secret_source(member: MemberCluster) -> str:
+    """Where a member's kubeconfig comes from, for messages: ``Secret ns/name (key k)``."""
+    reference = member.spec.kubeconfig_secret_ref
+    return f"Secret {reference.namespace}/{reference.name} (key {reference.key})"
 
 
 def _unschedulable(pod: dict[str, Any]) -> bool:

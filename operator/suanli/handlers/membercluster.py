@@ -104,61 +104,18 @@ async def write_member_status(runtime: Runtime, name: str) -> None:
     conditions = [Condition.model_validate(c) for c in status.get("conditions") or []]
     true, false = ConditionStatus.TRUE, ConditionStatus.FALSE
 
-    def put(kind: MemberConditionType, ok: bool, reason: MemberReason, message: str) -> None:
+    # No link (kubeconfig unreadable, refused, unusable) or refused credentials: the admin
+    # must act, so the conditions say what and how rather than "does not answer".
+    problem = dispatcher.connection_problem(name)
+    verdicts = {
+        MemberConditionType.REACHABLE: _reachable(reachable, problem),
+        MemberConditionType.TELEMETRY_FRESH: _telemetry(endpoints, fresh),
+        MemberConditionType.READY: _ready(
+            reachable, problem, cordoned=member.spec.cordoned, stale=endpoints and not fresh
+        ),
+    }
+    for kind, (ok, reason, message) in verdicts.items():
         set_condition(conditions, kind, true if ok else false, reason, message, now=now)
-
-    put(
-        MemberConditionType.REACHABLE,
-        reachable,
-        MemberReason.API_SERVER_REACHABLE if reachable else MemberReason.API_SERVER_UNREACHABLE,
-        "The member's API server answers."
-        if reachable
-        else "The member's API server does not answer; it gets no new jobs.",
-    )
-    if not endpoints:
-        put(
-            MemberConditionType.TELEMETRY_FRESH,
-            False,
-            MemberReason.NO_TELEMETRY_ENDPOINTS,
-            "No telemetry endpoints: free GPUs are judged by Kubernetes' view alone.",
-        )
-    elif fresh:
-        put(
-            MemberConditionType.TELEMETRY_FRESH,
-            True,
-            MemberReason.SCRAPE_SUCCEEDED,
-            "Every GPU node's telemetry is fresh.",
-        )
-    else:
-        put(
-            MemberConditionType.TELEMETRY_FRESH,
-            False,
-            MemberReason.TELEMETRY_STALE,
-            "Some GPU nodes' telemetry is stale: they are judged by Kubernetes' view.",
-        )
-    if not reachable:
-        put(
-            MemberConditionType.READY,
-            False,
-            MemberReason.UNREACHABLE,
-            "Not Ready: the API server does not answer.",
-        )
-    elif member.spec.cordoned:
-        put(
-            MemberConditionType.READY,
-            False,
-            MemberReason.CORDONED,
-            "Cordoned by an admin (spec.cordoned): no new jobs; running ones continue.",
-        )
-    elif endpoints and not fresh:
-        put(
-            MemberConditionType.READY,
-            False,
-            MemberReason.TELEMETRY_STALE,
-            "Telemetry is stale; jobs are still placed by Kubernetes' view of free GPUs.",
-        )
-    else:
-        put(MemberConditionType.READY, True, MemberReason.MEMBER_READY, "Takes new jobs.")
     new_status: dict[str, Any] = {
         **status,
         "observedGeneration": member.metadata.generation,
@@ -179,3 +136,57 @@ async def write_member_status(runtime: Runtime, name: str) -> None:
             return
     written = await runtime.hub.patch_status("memberclusters", None, name, {"status": new_status})
     runtime.members[name] = written
+
+
+Verdict = tuple[bool, MemberReason, str]
+"""A condition's status (True/False), reason and message."""
+
+
+def _reachable(reachable: bool, problem: tuple[MemberReason, str] | None) -> Verdict:
+    if problem is not None and not reachable:
+        return (False, *problem)
+    if reachable:
+        return (True, MemberReason.API_SERVER_REACHABLE, "The member's API server answers.")
+    return (
+        False,
+        MemberReason.API_SERVER_UNREACHABLE,
+        "The member's API server does not answer; it gets no new jobs.",
+    )
+
+
+def _telemetry(endpoints: bool, fresh: bool) -> Verdict:
+    if not endpoints:
+        return (
+            False,
+            MemberReason.NO_TELEMETRY_ENDPOINTS,
+            "No telemetry endpoints: free GPUs are judged by Kubernetes' view alone.",
+        )
+    if fresh:
+        return (True, MemberReason.SCRAPE_SUCCEEDED, "Every GPU node's telemetry is fresh.")
+    return (
+        False,
+        MemberReason.TELEMETRY_STALE,
+        "Some GPU nodes' telemetry is stale: they are judged by Kubernetes' view.",
+    )
+
+
+def _ready(
+    reachable: bool, problem: tuple[MemberReason, str] | None, *, cordoned: bool, stale: bool
+) -> Verdict:
+    if problem is not None:
+        return (False, problem[0], f"Not Ready: {problem[1]}")
+    if not reachable:
+        return (False, MemberReason.UNREACHABLE, "Not Ready: the API server does not answer.")
+    if cordoned:
+        return (
+            False,
+            MemberReason.CORDONED,
+            "Cordoned by an admin (spec.cordoned): no new jobs; running ones continue.",
+        )
+    if stale:
+        return (
+            False,
+            MemberReason.TELEMETRY_STALE,
+            "Telemetry is stale; jobs are still placed by Kubernetes' view of free GPUs.",
+        )
+    return (True, MemberReason.MEMBER_READY, "Takes new jobs.")

@@ -30,6 +30,13 @@ class OperatorOptions:
     # A placed job whose pods stay unschedulable this long on its member (capacity taken
     # behind the operator's back) is withdrawn and placed again.
     unschedulable_seconds: float = 120.0
+    # Let member kubeconfigs run credential plugins (exec, auth-provider) inside the operator.
+    # Off: whoever may write a kubeconfig Secret could otherwise run commands here.
+    allow_kubeconfig_exec: bool = False
+    # Seconds between reads of each member's kubeconfig Secret: a changed one (a rotated
+    # token) reconnects that member, and a member whose Secret was missing or refused is
+    # tried again.
+    kubeconfig_check_seconds: float = 15.0
     # Placements per job before it fails for good.
     max_attempts: int = 3
     # Peering: None runs standalone; a name joins that peering group with `priority`.

@@ -72,6 +72,9 @@ STOP_JOIN_SECONDS: Final = 2.0
 PROBE_CONFIRM_SECONDS: Final = 1.0
 PROBE_TIMEOUT_MAX: Final = 3.0
 WORKERS: Final = 4
+CREDENTIALS_REFUSED_STATUSES: Final = frozenset({401, 403})
+"""Answers that mean the member refuses this kubeconfig's credentials (expired, revoked, or
+short of a permission), not that it is down."""
 NODES, PODS, JOBS = "nodes", "pods", "jobs"
 
 _REQUEST_ERRORS: Final = (ApiError, ApiException, urllib3_errors.HTTPError, OSError, ValueError)
@@ -164,6 +167,7 @@ class MemberLink:
         self._reachable = False
         self._reported: bool | None = None
         self._message = "not probed yet"
+        self._probe_refused: str | None = None
         self._sent: dict[str, TelemetrySnapshot] = {}
         # Namespaces known to exist on the member (written by worker threads: set ops are atomic).
         self._namespaces: dict[str, dict[str, str]] = {}
@@ -189,6 +193,18 @@ class MemberLink:
     def watch_errors(self) -> dict[str, str | None]:
         """The last failure of each watch (nodes, pods, jobs), None once it recovered."""
         return {kind: watcher.last_error for kind, watcher in self._watchers.items()}
+
+    @property
+    def credentials_refused(self) -> str | None:
+        """Why the member refuses this link's credentials (HTTP 401 or 403 to the probe or to
+        a watch), or None while it accepts them. Refused credentials need the member's admin
+        (a new token, a missing permission); an outage needs patience."""
+        if self._probe_refused is not None:
+            return f"probe GET /readyz: {self._probe_refused}"
+        for watcher in self._watchers.values():
+            if watcher.last_error_status in CREDENTIALS_REFUSED_STATUSES:
+                return watcher.last_error
+        return None
 
     @property
     def telemetry_statuses(self) -> list[EndpointStatus]:
@@ -291,6 +307,7 @@ class MemberLink:
             on_synced=lambda items: self._post(synced, self.name, items),
             on_event=lambda kind, obj: self._post(event, self.name, kind, obj),
             describe=describe_error,
+            status_of=error_status,
             name=f"suanli-{self.name}-{source.kind.lower()}s",
         )
 
@@ -327,15 +344,22 @@ class MemberLink:
 
     async def _probe(self) -> tuple[bool, str]:
         timeout = max(0.5, min(self._probe_interval, PROBE_TIMEOUT_MAX))
+        refused: str | None = None
         try:
             await self._run_blocking(self._readyz, timeout)
         except ApiError as error:
+            if error.status in CREDENTIALS_REFUSED_STATUSES:
+                refused = str(error)
             if error.status == 500:
-                return False, f"API server not ready: {readiness_failure(error.message)}"
-            return False, f"probe GET /readyz: {error}"
+                result = (False, f"API server not ready: {readiness_failure(error.message)}")
+            else:
+                result = (False, f"probe GET /readyz: {error}")
         except _REQUEST_ERRORS as error:
-            return False, describe_error(error)
-        return True, "API server ready"
+            result = (False, describe_error(error))
+        else:
+            result = (True, "API server ready")
+        self._probe_refused = refused
+        return result
 
     def _readyz(self, timeout: float) -> None:
         try:

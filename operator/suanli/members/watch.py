@@ -198,6 +198,8 @@ class ResourceWatcher:
         on_event: Called with (ADDED/MODIFIED/DELETED, object) for each change.
         on_error: Called with a message when listing or watching fails (then it retries).
         describe: Turns an exception into that message.
+        status_of: The HTTP status an exception carries (None: no answer came), kept in
+            ``last_error_status`` so a consumer can tell refused credentials from an outage.
         backoff: Delays between failed attempts.
         name: The thread's name, for logs.
     """
@@ -210,6 +212,7 @@ class ResourceWatcher:
         on_event: Callable[[str, dict[str, Any]], None],
         on_error: Callable[[str], None] | None = None,
         describe: Describe = lambda error: f"{type(error).__name__}: {error}",
+        status_of: Callable[[BaseException], int | None] = lambda _error: None,
         backoff: Backoff | None = None,
         name: str = "watch",
     ) -> None:
@@ -218,6 +221,7 @@ class ResourceWatcher:
         self._on_event = on_event
         self._on_error = on_error
         self._describe = describe
+        self._status_of = status_of
         self._backoff = backoff or Backoff()
         self._stopping = threading.Event()
         self._wake = threading.Event()
@@ -230,6 +234,8 @@ class ResourceWatcher:
         """A list has been delivered and the watch is running (False from a failure until the
         next successful list)."""
         self.last_error: str | None = None
+        self.last_error_status: int | None = None
+        """The HTTP status of the last failure, if the server answered; None once recovered."""
         self.lists = 0
         """Lists delivered so far."""
 
@@ -284,12 +290,15 @@ class ResourceWatcher:
             except Exception as error:
                 if self._stopping.is_set():
                     break
-                self._failed(f"list {self._source.kind}s: {self._describe(error)}")
+                self._failed(
+                    f"list {self._source.kind}s: {self._describe(error)}", self._status_of(error)
+                )
                 self._pause()
                 continue
             self.resource_version = version
             self.synced = True
             self.last_error = None
+            self.last_error_status = None
             self.lists += 1
             self._on_synced(items)
             self._watch()
@@ -319,6 +328,7 @@ class ResourceWatcher:
             started = time.monotonic()
             delivered = 0
             failure: str | None = None
+            failure_status: int | None = None
             gone = False
             try:
                 delivered = self._watch_once()
@@ -327,6 +337,7 @@ class ResourceWatcher:
                 gone = True
             except Exception as error:
                 failure = self._describe(error)
+                failure_status = self._status_of(error)
             if self._stopping.is_set():
                 return
             with self._lock:
@@ -338,7 +349,7 @@ class ResourceWatcher:
                 self._backoff.reset()
             if failure is not None:
                 self.synced = False
-                self._failed(f"watch {self._source.kind}s: {failure}")
+                self._failed(f"watch {self._source.kind}s: {failure}", failure_status)
                 self._pause()
                 return
             if delivered == 0 and lasted < _SHORT_WATCH_SECONDS:
@@ -372,12 +383,14 @@ class ResourceWatcher:
                 self._stream = None
             stream.close()
         self.last_error = None
+        self.last_error_status = None
         return delivered
 
-    def _failed(self, message: str) -> None:
+    def _failed(self, message: str, status: int | None = None) -> None:
         # Once per distinct failure: an outage repeats the same one every backoff.
         log.log(logging.DEBUG if message == self.last_error else logging.WARNING, "%s", message)
         self.last_error = message
+        self.last_error_status = status
         if self._on_error is not None:
             self._on_error(message)
 

@@ -1,0 +1,183 @@
+"""How the dispatcher connects members: refused kubeconfigs, rotations, a check that survives.
+
+The hub is a fake that serves Secrets from a dict; the links are real MemberLinks pointed at a
+closed port (they start, and fail to reach anything, which these tests do not need).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from suanli import metrics
+from suanli.api.reasons import MemberReason
+from suanli.handlers.dispatcher import Dispatcher
+from suanli.handlers.options import OperatorOptions
+
+NAME = "member-x"
+
+
+def kubeconfig(user: dict[str, Any]) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "m", "cluster": {"server": "https://127.0.0.1:1"}}],
+            "users": [{"name": "hub", "user": user}],
+            "contexts": [{"name": "m", "context": {"cluster": "m", "user": "hub"}}],
+            "current-context": "m",
+        }
+    )
+
+
+@dataclass
+class FakeHub:
+    secrets: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    failing: bool = False
+
+    async def secret(self, namespace: str, name: str) -> dict[str, str]:
+        if self.failing:
+            raise ConnectionError("the hub does not answer")
+        return dict(self.secrets[(namespace, name)])
+
+    async def event(self, regarding: dict[str, Any], **details: Any) -> None:
+        self.events.append({"regarding": regarding, **details})
+
+
+@dataclass
+class FakeRuntime:
+    hub: FakeHub
+    options: OperatorOptions
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+
+
+def member() -> dict[str, Any]:
+    return {
+        "apiVersion": "suanli.io/v1alpha1",
+        "kind": "MemberCluster",
+        "metadata": {"name": NAME, "uid": "u-1", "generation": 1},
+        "spec": {
+            "region": "test",
+            "provider": "local",
+            "kubeconfigSecretRef": {"name": "x", "namespace": "ns", "key": "kubeconfig"},
+            "prices": [{"gpuModel": "H100", "pricePerGPUHour": "1.00"}],
+        },
+    }
+
+
+def run(test: Any, **options: Any) -> None:
+    async def main() -> None:
+        hub = FakeHub()
+        runtime = FakeRuntime(hub, OperatorOptions(**options))
+        dispatcher = Dispatcher(runtime)  # type: ignore[arg-type]
+        try:
+            await test(dispatcher, hub)
+        finally:
+            await dispatcher.stop()
+            for task in runtime.tasks:
+                task.cancel()
+
+    asyncio.run(main())
+
+
+EXEC_USER = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "/bin/sh"}}
+
+
+def test_an_exec_kubeconfig_leaves_the_member_unconnected_with_a_reason() -> None:
+    async def test(dispatcher: Dispatcher, hub: FakeHub) -> None:
+        hub.secrets[("ns", "x")] = {"kubeconfig": kubeconfig(EXEC_USER)}
+        await dispatcher.member_upsert(member())
+        assert NAME not in dispatcher.links
+        problem = dispatcher.connection_problem(NAME)
+        assert problem is not None
+        reason, message = problem
+        assert reason == MemberReason.KUBECONFIG_REFUSED
+        assert 'user "hub"' in message and "Secret ns/x (key kubeconfig)" in message
+        assert dispatcher.reachable[NAME] is False
+
+        # Fixed in the Secret: the periodic check connects it.
+        hub.secrets[("ns", "x")] = {"kubeconfig": kubeconfig({"token": "a"})}
+        await dispatcher._check_kubeconfig(NAME)
+        assert NAME in dispatcher.links
+        assert dispatcher.connection_problem(NAME) is None
+        assert hub.events == []  # a first connection is no rotation
+
+    run(test)
+
+
+def test_the_flag_lets_a_plugin_through() -> None:
+    async def test(dispatcher: Dispatcher, hub: FakeHub) -> None:
+        # A command that exits 1: the client then fails to get a token, but it was allowed.
+        user = {"exec": {**EXEC_USER["exec"], "command": "false"}}
+        hub.secrets[("ns", "x")] = {"kubeconfig": kubeconfig(user)}
+        await dispatcher.member_upsert(member())
+        problem = dispatcher.connection_problem(NAME)
+        assert problem is None or problem[0] != MemberReason.KUBECONFIG_REFUSED
+
+    run(test, allow_kubeconfig_exec=True)
+
+
+def test_a_missing_secret_is_reported_and_tried_again() -> None:
+    async def test(dispatcher: Dispatcher, hub: FakeHub) -> None:
+        await dispatcher.member_upsert(member())
+        problem = dispatcher.connection_problem(NAME)
+        assert problem is not None and problem[0] == MemberReason.KUBECONFIG_SECRET_NOT_FOUND
+        hub.secrets[("ns", "x")] = {"kubeconfig": kubeconfig({"token": "a"})}
+        await dispatcher._check_kubeconfig(NAME)
+        assert NAME in dispatcher.links
+
+    run(test)
+
+
+def test_a_rotated_kubeconfig_replaces_the_link_once() -> None:
+    async def test(dispatcher: Dispatcher, hub: FakeHub) -> None:
+        hub.secrets[("ns", "x")] = {"kubeconfig": kubeconfig({"token": "old"})}
+        await dispatcher.member_upsert(member())
+        first = dispatcher.links[NAME]
+        await dispatcher._check_kubeconfig(NAME)
+        assert dispatcher.links[NAME] is first  # unchanged: left alone
+
+        reloads = metrics.MEMBER_KUBECONFIG_RELOADS.labels(NAME)._value.get()
+        hub.secrets[("ns", "x")] = {"kubeconfig": kubeconfig({"token": "new"})}
+        await dispatcher._check_kubeconfig(NAME)
+        assert dispatcher.links[NAME] is not first
+        assert metrics.MEMBER_KUBECONFIG_RELOADS.labels(NAME)._value.get() == reloads + 1
+        (event,) = hub.events
+        assert event["reason"] == MemberReason.KUBECONFIG_RELOADED
+        assert event["regarding"]["metadata"]["name"] == NAME
+
+    run(test)
+
+
+def test_the_check_survives_failures_and_counts_them() -> None:
+    async def test(dispatcher: Dispatcher, hub: FakeHub) -> None:
+        hub.secrets[("ns", "x")] = {"kubeconfig": kubeconfig({"token": "a"})}
+        await dispatcher.member_upsert(member())
+        hub.failing = True
+        errors = metrics.MEMBER_KUBECONFIG_CHECK_ERRORS.labels(NAME)
+        before = errors._value.get()
+        task = asyncio.get_running_loop().create_task(dispatcher._check_kubeconfigs_every(0.01))
+        try:
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                if errors._value.get() >= before + 3:
+                    break
+            assert errors._value.get() >= before + 3
+            assert not task.done()
+            assert NAME in dispatcher.links  # a hub hiccup does not cut a working member
+            hub.failing = False
+            await asyncio.sleep(0.05)
+            assert NAME not in dispatcher._check_failures
+        finally:
+            task.cancel()
+
+    run(test)
