@@ -16,7 +16,7 @@ from suanli import metrics
 from suanli.api.computejob import ComputeJob
 from suanli.controller.dispatcher import Dispatcher
 from suanli.controller.followup import CLOSE_RETRY_DELAYS
-from suanli.handlers.options import OperatorOptions
+from suanli.options import OperatorOptions
 from tests.controller_fakes import (
     FakeBilling,
     FakeHub,

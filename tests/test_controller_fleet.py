@@ -20,7 +20,7 @@ from suanli.controller.dispatcher import utc_now
 from suanli.controller.fleet import MemberFleet
 from suanli.controller.ports import Obj
 from suanli.dispatch.capacity import CapacityIndex
-from suanli.handlers.options import OperatorOptions
+from suanli.options import OperatorOptions
 
 NAME = "member-x"
 

@@ -36,7 +36,7 @@ from suanli.controller.status import JobStatus, StatusWriter, TrackedJob
 from suanli.controller.workload_sync import WorkloadSync
 from suanli.dispatch.capacity import CapacityIndex
 from suanli.dispatch.models import JobRequest
-from suanli.handlers.options import OperatorOptions
+from suanli.options import OperatorOptions
 
 logger = logging.getLogger(__name__)
 

@@ -45,10 +45,10 @@ from suanli.controller.status import whole_seconds
 from suanli.dispatch.capacity import CapacityIndex
 from suanli.dispatch.kube import node_from_k8s, pod_from_k8s
 from suanli.dispatch.models import ClusterInfo, NodeInfo
-from suanli.handlers.options import OperatorOptions
 from suanli.members import kubeconfig as kubeconfigs
 from suanli.members.link import LinkEvents, MemberLink, MemberLinkError
 from suanli.members.workload import ModelPin
+from suanli.options import OperatorOptions
 
 logger = logging.getLogger(__name__)
 

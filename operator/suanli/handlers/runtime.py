@@ -12,9 +12,9 @@ from suanli.api.voucherquota import VoucherQuota
 from suanli.controller.charging import LedgerBilling
 from suanli.controller.dispatcher import Dispatcher
 from suanli.handlers.ledger_writer import Committed, LedgerWriter
-from suanli.handlers.options import OperatorOptions
 from suanli.handlers.voucher_cache import VoucherCache
 from suanli.kube import Hub
+from suanli.options import OperatorOptions
 
 logger = logging.getLogger(__name__)
 
