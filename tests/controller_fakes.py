@@ -190,12 +190,12 @@ class FakeLink:
         self.events.on_job(self.name, "MODIFIED", copy.deepcopy(job))
 
     def report_pod(self, uid: str, status: Obj) -> None:
-        pod = {
-            "metadata": {"name": f"{uid}-pod", "namespace": "x", "uid": f"pod-{uid}"},
+        metadata = {"name": f"{uid}-pod", "namespace": "x", "uid": f"pod-{uid}"}
+        pod: Obj = {
+            "metadata": {**metadata, "labels": {JOB_UID_LABEL: uid}},
             "spec": {"containers": []},
             "status": status,
         }
-        pod["metadata"]["labels"] = {JOB_UID_LABEL: uid}
         self.events.on_pod(self.name, "MODIFIED", pod)
 
 

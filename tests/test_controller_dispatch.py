@@ -131,8 +131,9 @@ def run(test: Callable[[World], Awaitable[None]], billing: FakeBilling, **option
 
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
-    (found,) = [c for c in status["conditions"] if c["type"] == kind]
-    return found
+    found: list[dict[str, Any]] = [c for c in status["conditions"] if c["type"] == kind]
+    (only,) = found
+    return only
 
 
 def test_a_job_is_placed_run_and_charged_once_though_its_first_settle_fails() -> None:

@@ -7,7 +7,7 @@ closed port (they start, and fail to reach anything, which these tests do not ne
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -49,8 +49,10 @@ class FakeHub:
             raise ConnectionError("the hub does not answer")
         return dict(self.secrets[(namespace, name)])
 
-    async def event(self, regarding: dict[str, Any], **details: Any) -> None:
-        self.events.append({"regarding": regarding, **details})
+    async def event(
+        self, regarding: Mapping[str, Any], *, reason: str, message: str, warning: bool = False
+    ) -> None:
+        self.events.append({"regarding": regarding, "reason": reason, "message": message})
 
 
 @dataclass
