@@ -182,7 +182,9 @@ class FollowUp:
                 )
                 break
             except NotFoundError:
-                return  # the job is gone, and with it its hold (the finalizer's work)
+                # Gone without its finalizer (removed by hand): nothing left to write to.
+                self.book.drop(tracked.key)
+                return
             except Exception as error:
                 metrics.BACKGROUND_TASK_ERRORS.labels("job-close").inc()
                 delay = CLOSE_RETRY_DELAYS[min(tries, len(CLOSE_RETRY_DELAYS) - 1)]
