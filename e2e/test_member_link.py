@@ -21,6 +21,7 @@ from kubernetes import client
 
 from e2e.kube import Cluster
 from suanli.api.computejob import ComputeJob
+from suanli.api.podpolicy import PodSecurityLevel
 from suanli.devenv import federation
 from suanli.devenv.manifests import GPU_RESOURCE, RUN_DURATION_ANNOTATION
 from suanli.devenv.toolchain import Toolchain
@@ -28,7 +29,12 @@ from suanli.devenv.topology import H100, L40S, ClusterSpec, FederationSpec, Node
 from suanli.devenv.waiting import TIMEOUTS, wait_for
 from suanli.dispatch.kube import JOB_LABEL, node_from_k8s, pod_from_k8s
 from suanli.members.link import LinkEvents, MemberLink
-from suanli.members.workload import remote_job, remote_namespace, remote_namespace_object
+from suanli.members.workload import (
+    ModelPin,
+    remote_job,
+    remote_namespace,
+    remote_namespace_object,
+)
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -193,9 +199,13 @@ def test_link_syncs_member_and_follows_a_remote_job_to_completion(
         wait_for(lambda: link.synced, timeout=TIMEOUTS.api_ready, what="every watch to sync")
 
         # The remote namespace and Job, as the dispatcher will create them.
-        loop_thread.run(link.ensure_namespace(remote_namespace_object(job)))
-        loop_thread.run(link.ensure_namespace(remote_namespace_object(job)))  # exists: fine
-        body = remote_job(job, GPU_RESOURCE, H100.product)
+        loop_thread.run(
+            link.ensure_namespace(remote_namespace_object(job, PodSecurityLevel.BASELINE))
+        )
+        loop_thread.run(
+            link.ensure_namespace(remote_namespace_object(job, PodSecurityLevel.BASELINE))
+        )  # exists: fine
+        body = remote_job(job, GPU_RESOURCE, ModelPin(product_values=frozenset({H100.product})))
         name = body["metadata"]["name"]
         created = loop_thread.run(link.create_job(body))
         again = loop_thread.run(link.create_job(body))

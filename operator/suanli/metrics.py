@@ -87,3 +87,8 @@ GC_CPU: Final = Counter(
     "suanli_gc_cpu_seconds_total",
     "CPU time the Python garbage collector used (of the thread it ran on).",
 )
+BACKGROUND_TASK_ERRORS: Final = Counter(
+    "suanli_background_task_errors_total",
+    "Failed iterations of the operator's background loops (the loop goes on), by task.",
+    ["task"],
+)

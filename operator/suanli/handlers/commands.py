@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from suanli.handlers.options import OperatorOptions
+from suanli.options import OperatorOptions
 
 
 def register(subparsers: Any) -> None:

@@ -21,10 +21,10 @@ import prometheus_client
 from suanli import malloc, metrics, tls_buffers
 from suanli.certs import generate_webhook_certificates
 from suanli.handlers import admission, computejob, membercluster, voucherquota  # noqa: F401
-from suanli.handlers.options import OperatorOptions
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.webhook_server import WebhookServer
 from suanli.kube import Hub, load_api_client
+from suanli.options import OperatorOptions
 
 logger = logging.getLogger(__name__)
 

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from suanli import metrics
-from suanli.handlers.dispatcher import Dispatcher
+from suanli.api.voucherquota import VoucherQuota
+from suanli.controller.charging import LedgerBilling
+from suanli.controller.dispatcher import Dispatcher
 from suanli.handlers.ledger_writer import Committed, LedgerWriter
-from suanli.handlers.options import OperatorOptions
 from suanli.handlers.voucher_cache import VoucherCache
 from suanli.kube import Hub
+from suanli.options import OperatorOptions
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +34,17 @@ class Runtime:
     dispatcher: Dispatcher = field(init=False)
 
     def __post_init__(self) -> None:
-        self.dispatcher = Dispatcher(self)
+        self.dispatcher = Dispatcher(
+            options=self.options,
+            hub=self.hub,
+            billing=LedgerBilling(self.ledger_writer),
+            vouchers=self._voucher,
+            spawn=self.spawn,
+        )
+
+    def _voucher(self, namespace: str, name: str) -> VoucherQuota | None:
+        parsed = self.vouchers.get(namespace, name)
+        return parsed.voucher if parsed is not None else None
 
     def ledger_writer(self, namespace: str, name: str) -> LedgerWriter:
         key = (namespace, name)

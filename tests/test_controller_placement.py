@@ -1,4 +1,4 @@
-"""The dispatcher's bounded fan-out of placement writes, shared by every pass."""
+"""Placement's bounded fan-out of placement writes, shared by every pass."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from suanli.handlers.dispatcher import _bounded
+from suanli.controller.placement import bounded
 
 
 def test_writes_of_several_passes_overlap_up_to_the_limit_and_never_beyond() -> None:
@@ -22,9 +22,9 @@ def test_writes_of_several_passes_overlap_up_to_the_limit_and_never_beyond() -> 
 
     async def passes() -> None:
         slots = asyncio.Semaphore(4)
-        first = [asyncio.create_task(_bounded(slots, place())) for _ in range(3)]
+        first = [asyncio.create_task(bounded(slots, place())) for _ in range(3)]
         await asyncio.sleep(0)  # the first pass has handed its writes over and ended
-        second = [asyncio.create_task(_bounded(slots, place())) for _ in range(17)]
+        second = [asyncio.create_task(bounded(slots, place())) for _ in range(17)]
         await asyncio.gather(*first, *second)
 
     asyncio.run(passes())
@@ -42,7 +42,7 @@ def test_one_failed_placement_does_not_stop_the_others(caplog: pytest.LogCapture
 
     async def passes() -> None:
         slots = asyncio.Semaphore(2)
-        await asyncio.gather(*(_bounded(slots, place(index)) for index in range(5)))
+        await asyncio.gather(*(bounded(slots, place(index)) for index in range(5)))
 
     asyncio.run(passes())
     assert sorted(done) == [0, 1, 3, 4]

@@ -1,4 +1,4 @@
-"""How the dispatcher connects members: refused kubeconfigs, rotations, a check that survives.
+"""How the fleet connects members: refused kubeconfigs, rotations, a check that survives.
 
 The hub is a fake that serves Secrets from a dict; the links are real MemberLinks pointed at a
 closed port (they start, and fail to reach anything, which these tests do not need).
@@ -7,16 +7,20 @@ closed port (they start, and fail to reach anything, which these tests do not ne
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import yaml
 
 from suanli import metrics
 from suanli.api.reasons import MemberReason
-from suanli.handlers.dispatcher import Dispatcher
-from suanli.handlers.options import OperatorOptions
+from suanli.controller.dispatcher import utc_now
+from suanli.controller.fleet import MemberFleet
+from suanli.controller.ports import Obj
+from suanli.dispatch.capacity import CapacityIndex
+from suanli.options import OperatorOptions
 
 NAME = "member-x"
 
@@ -45,19 +49,32 @@ class FakeHub:
             raise ConnectionError("the hub does not answer")
         return dict(self.secrets[(namespace, name)])
 
-    async def event(self, regarding: dict[str, Any], **details: Any) -> None:
-        self.events.append({"regarding": regarding, **details})
+    async def event(
+        self, regarding: Mapping[str, Any], *, reason: str, message: str, warning: bool = False
+    ) -> None:
+        self.events.append({"regarding": regarding, "reason": reason, "message": message})
 
 
 @dataclass
-class FakeRuntime:
-    hub: FakeHub
-    options: OperatorOptions
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+class Listener:
+    """What the fleet reports, counted; these tests look at the fleet itself."""
 
-    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self.tasks.add(task)
+    kicks: int = 0
+
+    def kick(self) -> None:
+        self.kicks += 1
+
+    def jobs_synced(self, cluster: str, remotes: list[Obj]) -> None:
+        pass
+
+    def job_event(self, cluster: str, kind: str, remote: Obj) -> None:
+        pass
+
+    def pod_unschedulable(self, job: str) -> None:
+        pass
+
+    async def member_lost(self, cluster: str, since: datetime) -> None:
+        pass
 
 
 def member() -> dict[str, Any]:
@@ -77,13 +94,25 @@ def member() -> dict[str, Any]:
 def run(test: Any, **options: Any) -> None:
     async def main() -> None:
         hub = FakeHub()
-        runtime = FakeRuntime(hub, OperatorOptions(**options))
-        dispatcher = Dispatcher(runtime)  # type: ignore[arg-type]
+        tasks: set[asyncio.Task[Any]] = set()
+
+        def spawn(coroutine: Coroutine[Any, Any, Any]) -> None:
+            tasks.add(asyncio.get_running_loop().create_task(coroutine))
+
+        fleet = MemberFleet(
+            index=CapacityIndex(),
+            secrets=hub,
+            events=hub,
+            options=OperatorOptions(**options),
+            listener=Listener(),
+            spawn=spawn,
+            clock=utc_now,
+        )
         try:
-            await test(dispatcher, hub)
+            await test(fleet, hub)
         finally:
-            await dispatcher.stop()
-            for task in runtime.tasks:
+            await fleet.stop()
+            for task in tasks:
                 task.cancel()
 
     asyncio.run(main())
@@ -93,63 +122,63 @@ EXEC_USER = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command"
 
 
 def test_an_exec_kubeconfig_leaves_the_member_unconnected_with_a_reason() -> None:
-    async def test(dispatcher: Dispatcher, hub: FakeHub) -> None:
+    async def test(fleet: MemberFleet, hub: FakeHub) -> None:
         hub.secrets[("ns", "x")] = {"kubeconfig": kubeconfig(EXEC_USER)}
-        await dispatcher.member_upsert(member())
-        assert NAME not in dispatcher.links
-        problem = dispatcher.connection_problem(NAME)
+        await fleet.member_upsert(member())
+        assert NAME not in fleet.links
+        problem = fleet.connection_problem(NAME)
         assert problem is not None
         reason, message = problem
         assert reason == MemberReason.KUBECONFIG_REFUSED
         assert 'user "hub"' in message and "Secret ns/x (key kubeconfig)" in message
-        assert dispatcher.reachable[NAME] is False
+        assert fleet.reachable[NAME] is False
 
         # Fixed in the Secret: the periodic check connects it.
         hub.secrets[("ns", "x")] = {"kubeconfig": kubeconfig({"token": "a"})}
-        await dispatcher._check_kubeconfig(NAME)
-        assert NAME in dispatcher.links
-        assert dispatcher.connection_problem(NAME) is None
+        await fleet.check_kubeconfig(NAME)
+        assert NAME in fleet.links
+        assert fleet.connection_problem(NAME) is None
         assert hub.events == []  # a first connection is no rotation
 
     run(test)
 
 
 def test_the_flag_lets_a_plugin_through() -> None:
-    async def test(dispatcher: Dispatcher, hub: FakeHub) -> None:
+    async def test(fleet: MemberFleet, hub: FakeHub) -> None:
         # A command that exits 1: the client then fails to get a token, but it was allowed.
         user = {"exec": {**EXEC_USER["exec"], "command": "false"}}
         hub.secrets[("ns", "x")] = {"kubeconfig": kubeconfig(user)}
-        await dispatcher.member_upsert(member())
-        problem = dispatcher.connection_problem(NAME)
+        await fleet.member_upsert(member())
+        problem = fleet.connection_problem(NAME)
         assert problem is None or problem[0] != MemberReason.KUBECONFIG_REFUSED
 
     run(test, allow_kubeconfig_exec=True)
 
 
 def test_a_missing_secret_is_reported_and_tried_again() -> None:
-    async def test(dispatcher: Dispatcher, hub: FakeHub) -> None:
-        await dispatcher.member_upsert(member())
-        problem = dispatcher.connection_problem(NAME)
+    async def test(fleet: MemberFleet, hub: FakeHub) -> None:
+        await fleet.member_upsert(member())
+        problem = fleet.connection_problem(NAME)
         assert problem is not None and problem[0] == MemberReason.KUBECONFIG_SECRET_NOT_FOUND
         hub.secrets[("ns", "x")] = {"kubeconfig": kubeconfig({"token": "a"})}
-        await dispatcher._check_kubeconfig(NAME)
-        assert NAME in dispatcher.links
+        await fleet.check_kubeconfig(NAME)
+        assert NAME in fleet.links
 
     run(test)
 
 
 def test_a_rotated_kubeconfig_replaces_the_link_once() -> None:
-    async def test(dispatcher: Dispatcher, hub: FakeHub) -> None:
+    async def test(fleet: MemberFleet, hub: FakeHub) -> None:
         hub.secrets[("ns", "x")] = {"kubeconfig": kubeconfig({"token": "old"})}
-        await dispatcher.member_upsert(member())
-        first = dispatcher.links[NAME]
-        await dispatcher._check_kubeconfig(NAME)
-        assert dispatcher.links[NAME] is first  # unchanged: left alone
+        await fleet.member_upsert(member())
+        first = fleet.links[NAME]
+        await fleet.check_kubeconfig(NAME)
+        assert fleet.links[NAME] is first  # unchanged: left alone
 
         reloads = metrics.MEMBER_KUBECONFIG_RELOADS.labels(NAME)._value.get()
         hub.secrets[("ns", "x")] = {"kubeconfig": kubeconfig({"token": "new"})}
-        await dispatcher._check_kubeconfig(NAME)
-        assert dispatcher.links[NAME] is not first
+        await fleet.check_kubeconfig(NAME)
+        assert fleet.links[NAME] is not first
         assert metrics.MEMBER_KUBECONFIG_RELOADS.labels(NAME)._value.get() == reloads + 1
         (event,) = hub.events
         assert event["reason"] == MemberReason.KUBECONFIG_RELOADED
@@ -159,25 +188,19 @@ def test_a_rotated_kubeconfig_replaces_the_link_once() -> None:
 
 
 def test_the_check_survives_failures_and_counts_them() -> None:
-    async def test(dispatcher: Dispatcher, hub: FakeHub) -> None:
+    async def test(fleet: MemberFleet, hub: FakeHub) -> None:
         hub.secrets[("ns", "x")] = {"kubeconfig": kubeconfig({"token": "a"})}
-        await dispatcher.member_upsert(member())
+        await fleet.member_upsert(member())
         hub.failing = True
         errors = metrics.MEMBER_KUBECONFIG_CHECK_ERRORS.labels(NAME)
         before = errors._value.get()
-        task = asyncio.get_running_loop().create_task(dispatcher._check_kubeconfigs_every(0.01))
-        try:
-            for _ in range(200):
-                await asyncio.sleep(0.01)
-                if errors._value.get() >= before + 3:
-                    break
-            assert errors._value.get() >= before + 3
-            assert not task.done()
-            assert NAME in dispatcher.links  # a hub hiccup does not cut a working member
-            hub.failing = False
-            await asyncio.sleep(0.05)
-            assert NAME not in dispatcher._check_failures
-        finally:
-            task.cancel()
+        for _ in range(3):  # one round per interval, as the kubeconfig-check loop runs it
+            await fleet.check_kubeconfigs()
+        assert errors._value.get() == before + 3
+        assert NAME in fleet.links  # a hub hiccup does not cut a working member
+        assert NAME in fleet.check_failures
+        hub.failing = False
+        await fleet.check_kubeconfigs()
+        assert NAME not in fleet.check_failures
 
     run(test)

@@ -1,0 +1,269 @@
+"""The dispatcher: the controller's parts, wired together, as the Kopf handlers see them.
+
+It builds the fleet, placement, workload sync and follow-up around one capacity index and
+one book of jobs, hands each the narrow interfaces it needs (the hub as a status writer, an
+event recorder and a Secret reader; the billing; a clock, a sleep and a spawner), relays what
+one part reports to another (the fleet's job reports to workload sync, lost members and
+unschedulable pods to follow-up), and runs the background loops, each of which survives its
+errors (:mod:`.loops`). The handlers call :meth:`job_seen`, :meth:`job_deleted`,
+:meth:`member_upsert`, :meth:`member_delete`, :meth:`knows` and :meth:`connection_problem`.
+
+Everything here runs on the operator's event loop; MemberLink callbacks arrive on it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from suanli import metrics
+from suanli.api.computejob import ComputeJob, JobPhase
+from suanli.api.membercluster import MemberCluster
+from suanli.api.reasons import MemberReason
+from suanli.api.voucherquota import VoucherQuota
+from suanli.controller.charging import Billing
+from suanli.controller.fleet import MemberFleet, member_link
+from suanli.controller.followup import FollowUp
+from suanli.controller.jobs import JobBook
+from suanli.controller.loops import run_forever
+from suanli.controller.placement import Placement
+from suanli.controller.ports import Clock, Hub, Link, LinkFactory, Obj, Sleep, Spawn
+from suanli.controller.status import JobStatus, StatusWriter, TrackedJob
+from suanli.controller.workload_sync import WorkloadSync
+from suanli.dispatch.capacity import CapacityIndex
+from suanli.dispatch.models import JobRequest
+from suanli.options import OperatorOptions
+
+logger = logging.getLogger(__name__)
+
+METRICS_INTERVAL_SECONDS: Final = 1.0
+WATCHDOG_INTERVAL_SECONDS: Final = 1.0
+
+VoucherTerms = Callable[[str, str], VoucherQuota | None]
+"""The voucher a job is held against, by (namespace, name), as last seen; None if unknown."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Dispatcher:
+    """Admitted ComputeJobs to member clusters, followed to the end, charged once."""
+
+    def __init__(
+        self,
+        *,
+        options: OperatorOptions,
+        hub: Hub,
+        billing: Billing,
+        vouchers: VoucherTerms,
+        spawn: Spawn,
+        clock: Clock = utc_now,
+        sleep: Sleep = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        link_factory: LinkFactory = member_link,
+    ) -> None:
+        self.options = options
+        self._vouchers = vouchers
+        self._spawn = spawn
+        self._sleep = sleep
+        self.index = CapacityIndex()
+        self.book = JobBook()
+        # Status writes are made by placement, workload sync and follow-up alike; the write
+        # lock that orders them is each job's own (TrackedJob.write_lock).
+        writer = StatusWriter(hub)
+        self.fleet = MemberFleet(
+            index=self.index,
+            secrets=hub,
+            events=hub,
+            options=options,
+            listener=self,
+            spawn=spawn,
+            clock=clock,
+            sleep=sleep,
+            link_factory=link_factory,
+        )
+        self.placement = Placement(
+            book=self.book,
+            index=self.index,
+            members=self.fleet,
+            writer=writer,
+            events=hub,
+            launch=self._launch,
+            spawn=spawn,
+            clock=clock,
+            sleep=sleep,
+        )
+        self.followup = FollowUp(
+            book=self.book,
+            index=self.index,
+            members=self.fleet,
+            writer=writer,
+            events=hub,
+            billing=billing,
+            dispatching=self.placement,
+            spawn=spawn,
+            clock=clock,
+            max_attempts=options.max_attempts,
+            unschedulable_seconds=options.unschedulable_seconds,
+            sleep=sleep,
+            monotonic=monotonic,
+        )
+        self.sync = WorkloadSync(
+            book=self.book,
+            index=self.index,
+            members=self.fleet,
+            writer=writer,
+            dispatching=self.placement,
+            follow=self.followup.follow,
+            spawn=spawn,
+            clock=clock,
+        )
+        # Jobs (uid) deleted whose charge failed: the finalizer's retry takes them up again
+        # as they were (their last attempt closed), not as the stored job says.
+        self._deleting: dict[str, TrackedJob] = {}
+        self._loops: list[asyncio.Task[None]] = []
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        def every(seconds: float) -> Callable[[], Awaitable[None]]:
+            return lambda: self._sleep(seconds)
+
+        async def notice_refused() -> None:
+            self.fleet.notice_refused_credentials()
+
+        async def tick() -> None:
+            self.placement.tick()
+
+        async def publish() -> None:
+            self.publish_metrics()
+
+        loops: dict[str, tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[None]]]] = {
+            "dispatch": (self.placement.next_pass, self.placement.drain),
+            "pass-a-second": (every(WATCHDOG_INTERVAL_SECONDS), tick),
+            "watchdog": (every(WATCHDOG_INTERVAL_SECONDS), self.followup.withdraw_stuck),
+            "refused-credentials": (every(WATCHDOG_INTERVAL_SECONDS), notice_refused),
+            "metrics": (every(METRICS_INTERVAL_SECONDS), publish),
+            "kubeconfig-check": (
+                every(self.options.kubeconfig_check_seconds),
+                self.fleet.check_kubeconfigs,
+            ),
+        }
+        loop = asyncio.get_running_loop()
+        self._loops = [
+            loop.create_task(run_forever(name, wait, step), name=f"controller {name}")
+            for name, (wait, step) in loops.items()
+        ]
+
+    async def stop(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        self._loops.clear()
+        await self.fleet.stop()
+
+    def kick(self) -> None:
+        self.placement.kick()
+
+    def publish_metrics(self) -> None:
+        phases: dict[str, int] = dict.fromkeys((p.value for p in JobPhase), 0)
+        for tracked in self.book.jobs.values():
+            phase = (tracked.status.phase or JobPhase.PENDING).value
+            phases[phase] = phases.get(phase, 0) + 1
+        for phase, count in phases.items():
+            metrics.JOBS_BY_PHASE.labels(phase).set(count)
+        metrics.QUEUE_DEPTH.set(len(self.placement.queue))
+
+    # --- members (for the MemberCluster handlers) -----------------------------------------------
+
+    @property
+    def members(self) -> dict[str, MemberCluster]:
+        return self.fleet.members
+
+    @property
+    def reachable(self) -> dict[str, bool]:
+        return self.fleet.reachable
+
+    async def member_upsert(self, body: dict[str, Any]) -> None:
+        await self.fleet.member_upsert(body)
+
+    async def member_delete(self, name: str) -> None:
+        await self.fleet.member_delete(name)
+
+    def connection_problem(self, name: str) -> tuple[MemberReason, str] | None:
+        return self.fleet.connection_problem(name)
+
+    # --- jobs (for the ComputeJob handlers) -----------------------------------------------------
+
+    def knows(self, uid: str) -> bool:
+        """Whether the job is followed, or was finished and charged, by this process."""
+        return self.book.knows(uid)
+
+    async def job_seen(self, job: ComputeJob, *, unwritten: bool = False) -> None:
+        """A ComputeJob was admitted (or found at start-up): queue it, or keep following it.
+
+        ``unwritten``: its status holds the admission record, not written yet.
+        """
+        status = job.status
+        if status.phase is JobPhase.REJECTED or status.charged_cost is not None:
+            return
+        tracked = self._track(job, written=not unwritten)
+        self.book.add(tracked)
+        if unwritten:
+            self._spawn(self.placement.write_admission_soon(tracked))
+        if status.cluster and status.remote_ref is not None:
+            await self.sync.reattach(tracked)
+        else:
+            self.placement.requeue(tracked.request)
+            self.placement.kick()
+
+    def _track(self, job: ComputeJob, *, written: bool = True) -> TrackedJob:
+        """What the controller keeps of ``job``: its request, its status, identity and spec."""
+        status = job.status
+        voucher = self._vouchers(job.metadata.namespace or "", status.voucher or "")
+        request = JobRequest.from_computejob(job, voucher, key=job.metadata.uid or "")
+        return TrackedJob.of(job, request, JobStatus.from_model(status), written=written)
+
+    async def job_deleted(self, job: ComputeJob) -> None:
+        """The finalizer: stop the remote Job and charge what every attempt used.
+
+        Raises when that could not be done; the finalizer calls again until it is."""
+        uid = job.metadata.uid or ""
+        self.placement.withdraw(uid)
+        self.index.forget(uid)
+        self.followup.forget(uid)
+        tracked = self.book.drop(uid) or self._deleting.pop(uid, None)
+        if tracked is None:
+            if job.status.charged_cost is not None or not job.status.cluster:
+                self.kick()
+                return  # finished and charged, or never placed: nothing runs for it
+            # Placed by an earlier life of the operator and deleted before this one resumed it.
+            tracked = self._track(job)
+        try:
+            remote = await self.sync.delete_remote(tracked)
+            await self.followup.charge_deleted(tracked, remote)
+        except Exception:
+            self._deleting[uid] = tracked
+            raise
+        self.kick()
+
+    # --- relays between the parts ----------------------------------------------------------------
+
+    async def _launch(self, tracked: TrackedJob, link: Link, job: ComputeJob) -> None:
+        await self.sync.create_remote(tracked, link, job)
+
+    def jobs_synced(self, cluster: str, remotes: list[Obj]) -> None:
+        self.sync.jobs_synced(cluster, remotes)
+
+    def job_event(self, cluster: str, kind: str, remote: Obj) -> None:
+        self.sync.job_event(cluster, kind, remote)
+
+    def pod_unschedulable(self, job: str) -> None:
+        self.followup.pod_unschedulable(job)
+
+    async def member_lost(self, cluster: str, since: datetime) -> None:
+        await self.followup.member_lost(cluster, since)

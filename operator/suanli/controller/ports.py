@@ -1,0 +1,107 @@
+"""The narrow interfaces the controller's parts are handed, instead of the whole Runtime.
+
+Each is a Protocol, so the operator's real objects (the hub client, MemberLink) satisfy them
+as they are, and unit tests pass small fakes: a hub that keeps status writes in a list and
+fails on demand, a member link that keeps Jobs in a dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from suanli.api.membercluster import MemberCluster
+from suanli.dispatch.models import JobRequest
+from suanli.members.link import LinkEvents
+from suanli.members.workload import ModelPin
+
+Obj = dict[str, Any]
+
+Clock = Callable[[], datetime]
+"""The time now, zone-aware (UTC)."""
+Sleep = Callable[[float], Awaitable[None]]
+"""Wait so many seconds (``asyncio.sleep``; a test passes one that only yields)."""
+Spawn = Callable[[Coroutine[Any, Any, Any]], None]
+"""Run a coroutine in the background, keeping it referenced and logging its failure."""
+
+
+class StatusPatcher(Protocol):
+    """Writes an object's status subresource with a JSON merge patch (the hub client)."""
+
+    async def patch_status(
+        self, plural: str, namespace: str | None, name: str, patch: Mapping[str, Any]
+    ) -> Any: ...
+
+
+class EventRecorder(Protocol):
+    """Records an Event for ``kubectl describe`` (the hub client; returns at once)."""
+
+    async def event(
+        self, regarding: Mapping[str, Any], *, reason: str, message: str, warning: bool = False
+    ) -> None: ...
+
+
+class SecretReader(Protocol):
+    """Reads a Secret's data as text (the hub client)."""
+
+    async def secret(self, namespace: str, name: str) -> dict[str, str]: ...
+
+
+class Link(Protocol):
+    """What the controller asks of a member's connection (:class:`~suanli.members.link.
+    MemberLink`): its life cycle, its state, and the few remote operations on Jobs."""
+
+    @property
+    def synced(self) -> bool: ...
+
+    @property
+    def credentials_refused(self) -> str | None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def ensure_namespace(self, body: Obj) -> None: ...
+
+    async def create_job(self, body: Obj) -> Obj: ...
+
+    async def get_job(self, namespace: str, name: str) -> Obj | None: ...
+
+    async def delete_job(self, namespace: str, name: str) -> bool: ...
+
+
+LinkFactory = Callable[[str, str, LinkEvents, tuple[str, ...]], Link]
+"""Makes a member's link: (member name, kubeconfig text, callbacks, telemetry endpoints)."""
+
+
+class Members(Protocol):
+    """What placement, workload sync and follow-up read of the fleet."""
+
+    def member(self, name: str) -> MemberCluster | None: ...
+
+    def link(self, name: str) -> Link | None: ...
+
+    def names(self) -> frozenset[str]: ...
+
+    def pin(self, cluster: str, model: str | None) -> ModelPin | None: ...
+
+    def ready_to_place(self) -> bool:
+        """Whether every member that answers has listed its pods (a fair view to decide on)."""
+        ...
+
+
+class Dispatching(Protocol):
+    """What workload sync and follow-up ask of placement: place a job again, pass soon."""
+
+    def requeue(self, request: JobRequest) -> None: ...
+
+    def kick(self) -> None: ...
+
+    def withdraw(self, key: str) -> None:
+        """The job is over or gone: not to be placed, nothing more to say about its wait."""
+        ...
+
+
+class Hub(StatusPatcher, EventRecorder, SecretReader, Protocol):
+    """The hub's API server, as the controller uses it (:class:`suanli.kube.Hub`)."""
