@@ -148,4 +148,15 @@ class Tenant:
             spent = Decimal(status.get("spent", "-1"))
             return status if spent == charges and Decimal(status["reserved"]) == 0 else None
 
-        wait_for(balanced, timeout=TIMEOUTS.condition_stable, what="the voucher to balance")
+        try:
+            wait_for(balanced, timeout=TIMEOUTS.condition_stable, what="the voucher to balance")
+        except AssertionError:
+            status = self.voucher_status()
+            charges = {
+                j["metadata"]["name"]: (j.get("status") or {}).get("chargedCost")
+                for j in self.jobs()
+            }
+            raise AssertionError(
+                f"spent {status.get('spent')}, reserved {status.get('reserved')}, ledger "
+                f"{status.get('ledger')}, jobs' charges {charges}"
+            ) from None

@@ -44,7 +44,12 @@ RELEASE = "suanli-e2e"
 CHART_NAMESPACE = "suanli-chart-e2e"
 GROUP, VERSION = "suanli.io", "v1alpha1"
 SESSION_WEBHOOK = "suanli.io"  # the configuration the session's operator fixture manages
-CRD_NAMES = ("computejobs.suanli.io", "voucherquotas.suanli.io", "memberclusters.suanli.io")
+CRD_NAMES = (
+    "computejobs.suanli.io",
+    "voucherquotas.suanli.io",
+    "memberclusters.suanli.io",
+    "usagerecords.suanli.io",
+)
 ROLE_NAMES = tuple(role["metadata"]["name"] for role in chart_roles())
 INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
 TENANT = "tenant-alice"

@@ -232,6 +232,7 @@ def test_webhook_down_refuses_and_recount_restores_the_ledger(
         ledger = voucher_body["status"]["ledger"]
         ledger["entries"].append(
             {
+                "uid": "never-stored-0000",
                 "job": f"{api.namespace}/never-stored",
                 "state": "Reserved",
                 "hold": "100.00",
@@ -239,7 +240,7 @@ def test_webhook_down_refuses_and_recount_restores_the_ledger(
                 "reservedAt": "2026-01-01T00:00:00Z",
             }
         )
-        ledger["entries"].sort(key=lambda entry: entry["job"])
+        ledger["entries"].sort(key=lambda entry: entry["uid"])
         voucher_body["status"]["reserved"] = f"{TOP_PRICE * 3 + 100:.2f}"
         api.custom.replace_namespaced_custom_object_status(
             GROUP, VERSION, api.namespace, "voucherquotas", "steady", voucher_body

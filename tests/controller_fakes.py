@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from suanli.controller.charging import AttemptCost, JobCharge, LedgerBilling
+from suanli.controller.charging import AttemptCost, JobCharge, RecordBilling
 from suanli.controller.ports import Obj
 from suanli.controller.status import AttemptRecord, JobIdentity, JobStatus
 from suanli.members.link import LinkEvents
@@ -216,32 +216,52 @@ class FakeLinks:
 
 @dataclass
 class FakeBilling:
-    """Prices as the operator does (the pure part of LedgerBilling); settles in memory and
-    fails its first ``failures`` settles, as a voucher write refused with a 429 would."""
+    """Prices as the operator does (the pure part of RecordBilling); records and settles in
+    memory, and fails its first ``failures`` settles, as a voucher write refused with a 429
+    would."""
 
     failures: int = 0
     settles: int = 0
+    records: int = 0
     charges: dict[str, Decimal] = field(default_factory=dict)
-    _pricing: LedgerBilling = field(default_factory=lambda: LedgerBilling(_no_ledgers))
+    _pricing: RecordBilling = field(
+        default_factory=lambda: RecordBilling(_NoRecords(), _no_ledgers, lambda ns, name: "CNY")
+    )
 
     def attempt_cost(
-        self, attempt: AttemptRecord | None, *, start: datetime, end: datetime, gpus: int
+        self,
+        status: JobStatus,
+        attempt: AttemptRecord | None,
+        *,
+        start: datetime,
+        end: datetime,
+        gpus: int,
     ) -> AttemptCost:
-        return self._pricing.attempt_cost(attempt, start=start, end=end, gpus=gpus)
+        return self._pricing.attempt_cost(status, attempt, start=start, end=end, gpus=gpus)
 
     def job_charge(self, status: JobStatus) -> JobCharge:
         return self._pricing.job_charge(status)
 
+    async def record(self, job: JobIdentity, status: JobStatus, *, gpus: int) -> JobCharge:
+        self.records += 1
+        return self.job_charge(status)
+
     async def settle(
-        self, job: JobIdentity, status: JobStatus, *, deleted: bool = False
+        self, job: JobIdentity, status: JobStatus, *, gpus: int, close: bool
     ) -> JobCharge:
         self.settles += 1
         if self.failures:
             self.failures -= 1
             raise HubError("the voucher's write was refused: 429 Too Many Requests")
         charge = self.job_charge(status)
-        self.charges.setdefault(job.uid, charge.amount)  # exactly once, as the ledger does
+        if close:
+            self.charges.setdefault(job.uid, charge.amount)  # exactly once, as the ledger does
         return charge
+
+
+class _NoRecords:
+    async def create(self, plural: str, body: Any) -> dict[str, Any]:
+        raise AssertionError("FakeBilling never writes a record")
 
 
 def _no_ledgers(namespace: str, name: str) -> Any:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from suanli.api import commands
 from suanli.api.crdgen import HEADER, SchemaError, crd, generate, structural_schema
-from suanli.api.kinds import KINDS, Kind
+from suanli.api.kinds import KINDS, Kind, kind_named
 from suanli.api.meta import CATEGORY, GROUP, VERSION
 from suanli.errors import UserFacingError
 
@@ -126,7 +126,22 @@ def test_names_scope_and_status_subresource(kind: Kind[Any]) -> None:
     (version,) = spec["versions"]
     assert version["name"] == VERSION
     assert version["served"] and version["storage"]
-    assert version["subresources"] == {"status": {}}
+    # Kinds with a status keep it apart from the spec; immutable records have none.
+    expected = {"status": {}} if kind.info.status_subresource else None
+    assert version.get("subresources") == expected
+
+
+def test_usage_records_are_immutable_by_schema() -> None:
+    kind = kind_named("UsageRecord")
+    assert kind is not None
+    (version,) = crd(kind)["spec"]["versions"]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["x-kubernetes-validations"] == [
+        {
+            "rule": "self == oldSelf",
+            "message": "usage records are immutable: they are the record of what was charged",
+        }
+    ]
 
 
 def test_short_names_and_scopes() -> None:
@@ -137,6 +152,7 @@ def test_short_names_and_scopes() -> None:
         "ComputeJob": (("cjob",), "Namespaced", "computejobs"),
         "VoucherQuota": (("vq",), "Namespaced", "voucherquotas"),
         "MemberCluster": (("mc",), "Cluster", "memberclusters"),
+        "UsageRecord": (("usage",), "Namespaced", "usagerecords"),
     }
 
 
@@ -163,6 +179,16 @@ def test_default_printer_columns() -> None:
         "ComputeJob": ["Phase", "GPUs", "Cluster", "Cost", "Age"],
         "VoucherQuota": ["Amount", "Spent", "Reserved", "Remaining", "Expires", "Age"],
         "MemberCluster": ["Ready", "Region", "Free", "Total", "Age"],
+        "UsageRecord": [
+            "Job",
+            "Attempt",
+            "Cluster",
+            "Model",
+            "GPU-Seconds",
+            "Amount",
+            "Voucher",
+            "Age",
+        ],
     }
 
 

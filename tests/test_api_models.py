@@ -422,6 +422,7 @@ def test_condition_types_are_the_documented_ones() -> None:
         "Active",
         "Expired",
         "Exhausted",
+        "LedgerNearlyFull",
     }
     assert {member.value for member in reasons.MemberConditionType} == {
         "Ready",

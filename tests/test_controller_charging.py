@@ -1,19 +1,20 @@
-"""LedgerBilling: today's money rules behind the Billing interface, on a voucher's ledger."""
+"""RecordBilling: usage records first, then the voucher's ledger; charged once, retried."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from suanli.api.voucherquota import VoucherQuota
-from suanli.controller.charging import LedgerBilling
+from suanli.controller.charging import RecordBilling
 from suanli.controller.status import AttemptRecord, JobIdentity, JobStatus
 from suanli.handlers.ledger_writer import VoucherGoneError
-from suanli.vouchers.ledger import EntryState, Ledger, empty_ledger
+from suanli.vouchers.ledger import EntryState, Ledger, ReservationRequest, empty_ledger
 
 JOB = JobIdentity("tenant-a", "train", "uid-1", 1, None)
 T0 = datetime(2026, 11, 21, 9, tzinfo=UTC)
@@ -48,56 +49,100 @@ class FlakyWriter:
         return self.ledger
 
 
-def reserved() -> Ledger:
-    return empty_ledger(voucher()).reserve(JOB.ledger_key, Decimal("10.00"), 2, at=T0)
+class Records:
+    """The hub's usage records: create returns the stored one when the name exists."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, dict[str, Any]] = {}
+        self.creates = 0
+
+    async def create(self, plural: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        assert plural == "usagerecords"
+        self.creates += 1
+        return self.stored.setdefault(body["metadata"]["name"], dict(body))
 
 
-def status(*charges: str) -> JobStatus:
-    return JobStatus(
-        voucher="budget",
-        attempts=[
-            AttemptRecord(cluster="m", gpu_seconds=60, charge=Decimal(charge)) for charge in charges
-        ],
+def reserved(hold: str = "10.00") -> Ledger:
+    request = ReservationRequest(JOB.uid, JOB.job_key, Decimal(hold), 2, T0)
+    return empty_ledger(voucher()).reserve(request)
+
+
+def attempt(hour: int, minutes: int, price: str = "2.00") -> AttemptRecord:
+    start = T0 + timedelta(hours=hour)
+    return AttemptRecord(
+        cluster="member-a",
+        gpu_model="H100",
+        price_per_gpu_hour=Decimal(price),
+        start_time=start,
+        end_time=start + timedelta(minutes=minutes),
+        reason="Succeeded",
     )
 
 
-def test_an_attempt_costs_its_whole_gpu_seconds_at_its_price() -> None:
-    billing = LedgerBilling(lambda namespace, name: FlakyWriter(reserved()))
-    attempt = AttemptRecord(cluster="m", price_per_gpu_hour=Decimal("2.00"))
-    cost = billing.attempt_cost(attempt, start=T0, end=T0 + timedelta(seconds=1800.9), gpus=2)
-    assert (cost.gpu_seconds, cost.charge, cost.price_per_gpu_hour) == (
-        3600,
-        Decimal("2.00"),
-        Decimal("2.00"),
-    )
-    assert billing.attempt_cost(None, start=T0, end=T0, gpus=2).charge == Decimal(0)
+def ended(*attempts: AttemptRecord, hold: str = "10.00") -> JobStatus:
+    status = JobStatus(voucher="budget", estimated_cost=Decimal(hold), attempts=list(attempts))
+    billing = billing_on(FlakyWriter(reserved(hold)))
+    for record in status.attempts:  # as the follow-up fills them in when each attempt ends
+        assert record.start_time is not None and record.end_time is not None
+        cost = billing.attempt_cost(
+            status, record, start=record.start_time, end=record.end_time, gpus=2
+        )
+        record.gpu_seconds, record.charge = cost.gpu_seconds, cost.charge
+    return status
 
 
-def test_a_failed_settle_raises_and_its_retry_charges_once() -> None:
-    writer = FlakyWriter(reserved(), failures=1)
-    billing = LedgerBilling(lambda namespace, name: writer)
+def billing_on(writer: FlakyWriter, records: Records | None = None) -> RecordBilling:
+    return RecordBilling(records or Records(), lambda ns, name: writer, lambda ns, name: "CNY")
+
+
+def test_an_attempt_costs_its_gpu_seconds_at_its_price_capped_with_the_earlier_ones():
+    status = ended(attempt(0, 60), attempt(2, 60), hold="6.00")
+    # 2 GPUs x 1 h x 2.00 = 4.00 each; the hold of 6.00 leaves 2.00 for the second.
+    assert [a.charge for a in status.attempts] == [Decimal("4.00"), Decimal("2.00")]
+    billing = billing_on(FlakyWriter(reserved()))
+    third = AttemptRecord(cluster="m", price_per_gpu_hour=Decimal("2.00"), start_time=T0)
+    status.attempts.append(third)
+    cost = billing.attempt_cost(status, third, start=T0, end=T0 + timedelta(hours=1), gpus=2)
+    assert (cost.metered, cost.charge) == (Decimal("4.00"), Decimal("0.00"))
+
+
+def test_a_failed_ledger_write_raises_and_its_retry_charges_once():
+    writer, records = FlakyWriter(reserved(), failures=1), Records()
+    billing = billing_on(writer, records)
+    status = ended(attempt(0, 15), attempt(1, 30))
 
     async def main() -> None:
         with pytest.raises(TimeoutError):
-            await billing.settle(JOB, status("1.50", "0.25"))
-        charge = await billing.settle(JOB, status("1.50", "0.25"))
-        assert (charge.amount, charge.gpu_seconds) == (Decimal("1.75"), 120)
-        await billing.settle(JOB, status("1.50", "0.25"))  # again: changes nothing
+            await billing.settle(JOB, status, gpus=2, close=True)
+        charge = await billing.settle(JOB, status, gpus=2, close=True)
+        assert (charge.amount, charge.gpu_seconds) == (Decimal("3.00"), 5400)
+        await billing.settle(JOB, status, gpus=2, close=True)  # again: changes nothing
 
     asyncio.run(main())
-    entry = writer.ledger.entries[JOB.ledger_key]
-    assert entry.state is EntryState.CHARGED
-    assert writer.ledger.spent == Decimal("1.75")
+    entry = writer.ledger.entries[JOB.uid]
+    assert (entry.state, entry.charged, entry.attempts) == (
+        EntryState.CHARGED,
+        Decimal("3.00"),
+        {1, 2},
+    )
+    assert writer.ledger.spent == Decimal("3.00")
+    assert len(records.stored) == 2  # one record per attempt, however often it was tried
+    assert sorted(records.stored) == ["train-uid-1-1", "train-uid-1-2"]
 
 
-def test_a_deleted_job_that_used_nothing_is_left_to_its_finalizer() -> None:
-    writer = FlakyWriter(reserved())
-    billing = LedgerBilling(lambda namespace, name: writer)
-    asyncio.run(billing.settle(JOB, status("0.00"), deleted=True))
-    assert writer.changes == 0
-    assert writer.ledger.entries[JOB.ledger_key].state is EntryState.RESERVED
+def test_what_the_stored_record_says_is_what_is_charged():
+    writer, records = FlakyWriter(reserved()), Records()
+    status = ended(attempt(0, 15))
+    asyncio.run(billing_on(writer, records).record(JOB, status, gpus=2))
+    (name,) = records.stored
+    records.stored[name]["spec"]["amount"] = "0.50"  # as an earlier life of the operator wrote
+    asyncio.run(billing_on(writer, records).settle(JOB, status, gpus=2, close=False))
+    assert writer.ledger.spent == Decimal("0.50")
+    assert writer.ledger.entries[JOB.uid].state is EntryState.RESERVED
 
 
-def test_a_gone_voucher_is_not_retried() -> None:
-    billing = LedgerBilling(lambda namespace, name: FlakyWriter(reserved(), gone=True))
-    asyncio.run(billing.settle(JOB, status("1.00")))  # logged, nothing to retry
+def test_a_gone_voucher_keeps_the_records_and_is_not_retried():
+    records = Records()
+    billing = billing_on(FlakyWriter(reserved(), gone=True), records)
+    asyncio.run(billing.settle(JOB, ended(attempt(0, 15)), gpus=2, close=True))
+    assert len(records.stored) == 1

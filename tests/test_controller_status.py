@@ -73,7 +73,7 @@ def test_a_tracked_job_keeps_its_identity_not_its_metadata_or_status() -> None:
     tracked = _tracked(_stored_job())
     identity = tracked.identity
     assert (identity.namespace, identity.name, identity.generation) == ("tenant-a", "train", 2)
-    assert identity.ledger_key == "tenant-a/train"
+    assert identity.job_key == "tenant-a/train"
     model = tracked.model()
     kept = model.metadata.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
     assert set(kept) == {"name", "namespace", "uid", "generation", "creationTimestamp"}

@@ -422,3 +422,21 @@ def test_a_job_only_restricted_members_could_run_waits_as_not_eligible() -> None
     decision = decide(request(unmet_levels=RUNS_AS_ROOT), index)
     assert decision.choice is None
     assert decision.reason == JobReason.NO_ELIGIBLE_CLUSTER
+
+
+def test_a_model_priced_above_what_the_hold_covers_is_not_chosen() -> None:
+    # The hold was priced at 28.00; member-b has since raised its price to 30.00.
+    index = federation(Member("member-a", price="30.00"), Member("member-b", price="28.00"))
+    index.upsert_cluster(ClusterInfo("member-a", "shanghai", {"H100": Decimal("30.00")}))
+    decision = decide(request(price_cap=Decimal("28.00")), index)
+    assert decision.choice is not None and decision.choice.cluster == "member-b"
+    assert decision.rejections == {"member-a": Rejection.PRICE_ABOVE_HOLD}
+    assert not Rejection.PRICE_ABOVE_HOLD.transient
+    assert str(decision.reasons[0]) == (
+        "member-a: H100 at 30.00 CNY/GPU-hour, above the 28.00 its hold covers "
+        "(priced before a price rise)"
+    )
+    alone = federation(Member("member-a", price="30.00"))
+    assert decide(request(price_cap=Decimal("28.00")), alone).reason == (
+        JobReason.NO_ELIGIBLE_CLUSTER
+    )

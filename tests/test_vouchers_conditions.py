@@ -1,5 +1,8 @@
-"""A voucher's Active / Expired / Exhausted conditions."""
+"""A voucher's Active / Expired / Exhausted / LedgerNearlyFull conditions."""
 
+from __future__ import annotations
+
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -7,7 +10,7 @@ import pytest
 
 from suanli.api.voucherquota import VoucherQuota
 from suanli.vouchers.conditions import voucher_conditions
-from suanli.vouchers.ledger import Ledger, VoucherTerms
+from suanli.vouchers.ledger import Ledger, ReservationRequest, VoucherTerms
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -30,7 +33,7 @@ def make_voucher(**spec: object) -> VoucherQuota:
 def states(voucher: VoucherQuota, reserved: str = "0") -> dict[str, tuple[str, str]]:
     ledger = Ledger(VoucherTerms.from_voucher(voucher))
     if Decimal(reserved):
-        ledger = ledger.reserve("t/job", Decimal(reserved), 1, at=NOW)
+        ledger = ledger.reserve(ReservationRequest("uid", "t/job", Decimal(reserved), 1, NOW))
     return {
         str(c.type): (str(c.status), str(c.reason))
         for c in voucher_conditions(voucher, ledger, NOW)
@@ -42,6 +45,7 @@ def test_a_fresh_voucher_is_active() -> None:
         "Active": ("True", "WithinValidity"),
         "Expired": ("False", "WithinValidity"),
         "Exhausted": ("False", "BalanceAvailable"),
+        "LedgerNearlyFull": ("False", "LedgerHasRoom"),
     }
 
 
@@ -70,3 +74,15 @@ def test_exhaustion_counts_the_credit_line(
     got = states(make_voucher(), reserved)
     assert got["Exhausted"] == exhausted
     assert got["Active"][0] == active
+
+
+def test_the_ledger_warns_before_it_is_full() -> None:
+    voucher = make_voucher()
+    terms = replace(VoucherTerms.from_voucher(voucher), max_entries=10)
+    ledger = Ledger(terms)
+    for index in range(9):
+        ledger = ledger.reserve(ReservationRequest(f"u{index}", f"t/j{index}", Decimal(1), 1))
+    got = {str(c.type): c for c in voucher_conditions(voucher, ledger, NOW)}
+    nearly = got["LedgerNearlyFull"]
+    assert (str(nearly.status), str(nearly.reason)) == ("True", "LedgerNearlyFull")
+    assert "9 of the 10" in nearly.message

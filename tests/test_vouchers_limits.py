@@ -20,7 +20,7 @@ from suanli.api.membercluster import MemberCluster
 from suanli.api.reasons import JobReason
 from suanli.api.voucherquota import VoucherQuota
 from suanli.vouchers.keys import job_key
-from suanli.vouchers.ledger import Ledger, VoucherTerms
+from suanli.vouchers.ledger import Ledger, ReservationRequest, VoucherTerms
 from suanli.vouchers.limits import Allowed, Refused, check_voucher_limits, evaluate
 from suanli.vouchers.pricing import offers_from_members
 from suanli.vouchers.refusals import Refusal, RefusalReason
@@ -46,7 +46,10 @@ def make_job(**spec: Any) -> ComputeJob:
         "template": {"spec": {"containers": [{"name": "main", "image": "train:1"}]}},
     }
     return ComputeJob.model_validate(
-        {"metadata": {"name": "train", "namespace": "team-a"}, "spec": {**base, **spec}}
+        {
+            "metadata": {"name": "train", "namespace": "team-a", "uid": "uid-train"},
+            "spec": {**base, **spec},
+        }
     )
 
 
@@ -81,9 +84,10 @@ def busy(voucher: VoucherQuota) -> Ledger:
     """47800.00 spent by a finished job, 1000.00 and 4 GPUs held by a running one."""
     return (
         fresh(voucher)
-        .reserve("team-a/old", Decimal("50000.00"), 8)
-        .settle("team-a/old", Decimal("47800.00"))
-        .reserve("team-a/running", Decimal("1000.00"), 4)
+        .reserve(ReservationRequest("uid-old", "team-a/old", Decimal("50000.00"), 8))
+        .charge("uid-old", 1, Decimal("47800.00"))
+        .close("uid-old")
+        .reserve(ReservationRequest("uid-running", "team-a/running", Decimal("1000.00"), 4))
     )
 
 
@@ -297,7 +301,8 @@ def test_the_current_spec_is_judged_not_the_ledgers_old_terms():
 def test_a_job_already_held_is_allowed_again_without_a_second_hold():
     voucher = make_voucher(amount=3200)
     job = make_job()
-    ledger = fresh(voucher).reserve(job_key(job), Decimal("3200.00"), 8)
+    request = ReservationRequest("uid-train", job_key(job), Decimal("3200.00"), 8)
+    ledger = fresh(voucher).reserve(request)
     assert isinstance(evaluate(job, voucher, OFFERS, ledger, NOW), Allowed)
 
 
@@ -317,3 +322,10 @@ def test_every_reason_maps_to_a_job_condition_reason():
         JobReason.INSUFFICIENT_BALANCE
     )
     assert Refusal(RefusalReason.EXPIRED, "", "").job_reason is JobReason.VOUCHER_INACTIVE
+
+
+def test_a_job_without_a_uid_cannot_be_held():
+    job = make_job()
+    job.metadata.uid = None
+    with pytest.raises(ValueError, match="no uid"):
+        evaluate(job, make_voucher(), OFFERS, fresh(make_voucher()), NOW)

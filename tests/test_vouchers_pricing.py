@@ -21,6 +21,7 @@ from suanli.vouchers.pricing import (
     eligible_offers,
     gpu_seconds,
     offers_from_members,
+    price_cap,
     price_worst_case,
     worst_case_cost,
 )
@@ -273,3 +274,20 @@ def test_long_candidate_lists_are_shortened():
     refusal = eligible_offers(offers_from_members(many), job(), voucher())
     assert isinstance(refusal, Refusal)
     assert "m-00, m-01, m-02, m-03, m-04, m-05, m-06, m-07 and 4 more" in refusal.message
+
+
+@pytest.mark.parametrize(
+    ("gpus", "runtime", "price"),
+    [
+        (8, timedelta(hours=2), "200.00"),
+        (1, timedelta(seconds=1), "10.00"),
+        (3, timedelta(minutes=7), "28.37"),
+        (256, timedelta(hours=720), "99.99"),
+    ],
+)
+def test_the_price_cap_is_the_exact_inverse_of_the_worst_case(gpus, runtime, price) -> None:
+    hold = worst_case_cost(gpus, runtime, Decimal(price))
+    cap = price_cap(hold, gpus, runtime)
+    assert cap is not None and cap >= Decimal(price)
+    assert worst_case_cost(gpus, runtime, cap) <= hold
+    assert worst_case_cost(gpus, runtime, cap + Decimal("0.01")) > hold

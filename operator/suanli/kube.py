@@ -220,10 +220,28 @@ class Hub:
     async def get(self, plural: str, namespace: str | None, name: str) -> dict[str, Any]:
         return await self._request("GET", _custom_path(plural, namespace, name), plural)
 
-    async def list(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        result = await self._request("GET", _custom_path(plural, namespace), plural)
+    async def list(
+        self, plural: str, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        path = _custom_path(plural, namespace)
+        if label_selector:
+            path += f"?labelSelector={quote(label_selector, safe='')}"
+        result = await self._request("GET", path, plural)
         items: list[dict[str, Any]] = result.get("items") or []
         return items
+
+    async def create(self, plural: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create the object, or return the one of that name that exists (AlreadyExists).
+
+        For objects whose name is derived from what they record, so that creating one again
+        after a crash or a lost answer finds the first instead of failing or duplicating it.
+        """
+        metadata = body["metadata"]
+        namespace = metadata.get("namespace")
+        try:
+            return await self._request("POST", _custom_path(plural, namespace), plural, body=body)
+        except ConflictError:
+            return await self.get(plural, namespace, metadata["name"])
 
     async def replace_status(self, plural: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Write the status subresource; ``body.metadata.resourceVersion`` is a precondition.

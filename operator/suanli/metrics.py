@@ -92,3 +92,12 @@ BACKGROUND_TASK_ERRORS: Final = Counter(
     "Failed iterations of the operator's background loops (the loop goes on), by task.",
     ["task"],
 )
+USAGE_RECORDS: Final = Counter(
+    "suanli_usage_records_charged_total",
+    "Usage records charged to a voucher's ledger (one per finished attempt of a job).",
+)
+CHARGES: Final = Counter(
+    "suanli_charged_amount_total",
+    "Money charged to vouchers through usage records, by currency.",
+    ["currency"],
+)

@@ -58,9 +58,12 @@ def tenant_role() -> dict[str, Any]:
             _rule(GROUP, ("computejobs",), (*READ, "create", "delete")),
             _rule(GROUP, ("computejobs/status",), ("get",)),
             _rule(GROUP, ("voucherquotas", "voucherquotas/status"), READ),
+            # What each job used and was charged; written by the operator alone.
+            _rule(GROUP, ("usagerecords",), READ),
             _rule("", ("events",), READ),
         ],
-        "Submit and follow ComputeJobs and read VoucherQuotas in the bound namespace.",
+        "Submit and follow ComputeJobs, read VoucherQuotas and UsageRecords in the bound "
+        "namespace.",
     )
 
 
@@ -72,6 +75,8 @@ def platform_admin_role() -> dict[str, Any]:
             _rule(GROUP, ("computejobs",), (*READ, "delete")),
             _rule(GROUP, ("computejobs/status", "voucherquotas/status"), READ),
             _rule(GROUP, ("memberclusters/status",), READ),
+            # The record of every charge: read, never written, even by the platform.
+            _rule(GROUP, ("usagerecords",), READ),
             _rule("", ("events",), READ),
         ],
         "Issue VoucherQuotas, join MemberClusters, and oversee every tenant's ComputeJobs.",
@@ -83,6 +88,9 @@ def operator_role() -> dict[str, Any]:
         OPERATOR_ROLE,
         [
             _rule(GROUP, ("computejobs", "voucherquotas", "memberclusters"), (*READ, "patch")),
+            # One record per finished attempt: created once (a retry finds it), listed by the
+            # recount, never changed (the schema refuses it) nor deleted.
+            _rule(GROUP, ("usagerecords",), ("create", "get", "list")),
             _rule(
                 GROUP,
                 ("computejobs/status", "voucherquotas/status", "memberclusters/status"),

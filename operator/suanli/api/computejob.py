@@ -179,6 +179,12 @@ class Attempt(ApiModel):
     """One placement of the job on a member cluster, kept after it ends."""
 
     cluster: DNSLabel = Field(description="cluster is the MemberCluster the attempt ran on.")
+    provider: DNSLabel | None = Field(
+        None, description="provider is that member's provider when the attempt was placed."
+    )
+    region: DNSLabel | None = Field(
+        None, description="region is that member's region when the attempt was placed."
+    )
     gpu_model: GPUModel | None = Field(
         None, description="gpuModel is the GPU model the attempt was placed on."
     )
@@ -199,7 +205,7 @@ class Attempt(ApiModel):
         max_length=64,
         pattern=r"^[A-Za-z][A-Za-z0-9]*$",
         description="reason says why the attempt ended: Succeeded, Failed, DeadlineExceeded, "
-        "MemberLost, WithdrawnUnschedulable or Deleted.",
+        "MemberLost, MemberRemoved, WithdrawnUnschedulable or Deleted.",
     )
     message: str | None = Field(
         None, max_length=1024, description="message gives details, at most 1024 characters."

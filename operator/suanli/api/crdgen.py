@@ -60,6 +60,7 @@ _KEY_ORDER: Final = (
     "required",
     "properties",
     "additionalProperties",
+    "x-kubernetes-validations",
 )
 _DROPPED: Final = frozenset({"title"})
 _INT_OR_STRING_BRANCHES: Final = [{"type": "integer"}, {"type": "string"}]
@@ -193,7 +194,7 @@ def crd(kind: Kind[Any]) -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    **({"subresources": {"status": {}}} if info.status_subresource else {}),
                     "additionalPrinterColumns": [
                         printer_column(column) for column in info.printer_columns
                     ],

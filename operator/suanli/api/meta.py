@@ -59,6 +59,9 @@ class KindInfo:
     short_names: tuple[str, ...]
     printer_columns: tuple[PrinterColumn, ...]
     categories: tuple[str, ...] = field(default=(CATEGORY,))
+    status_subresource: bool = True
+    """Whether the kind has a status written apart from its spec (immutable records have
+    none)."""
 
     @property
     def singular(self) -> str:

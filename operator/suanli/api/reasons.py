@@ -42,6 +42,7 @@ class JobReason(StrEnum):
     NO_ELIGIBLE_CLUSTER = "NoEligibleCluster"
     REMOTE_CREATE_FAILED = "RemoteCreateFailed"
     MEMBER_LOST = "MemberLost"
+    MEMBER_REMOVED = "MemberRemoved"
     WITHDRAWN_UNSCHEDULABLE = "WithdrawnUnschedulable"
     # Running
     PODS_RUNNING = "PodsRunning"
@@ -66,6 +67,8 @@ class VoucherConditionType(StrEnum):
     """True once ``validUntil`` has passed."""
     EXHAUSTED = "Exhausted"
     """True when amount plus credit line minus spent and reserved leaves nothing to reserve."""
+    LEDGER_NEARLY_FULL = "LedgerNearlyFull"
+    """True when the voucher's ledger is near the most entries its status can store."""
 
 
 class VoucherReason(StrEnum):
@@ -77,6 +80,8 @@ class VoucherReason(StrEnum):
     BALANCE_AVAILABLE = "BalanceAvailable"
     USING_CREDIT_LINE = "UsingCreditLine"
     BALANCE_EXHAUSTED = "BalanceExhausted"
+    LEDGER_NEARLY_FULL = "LedgerNearlyFull"
+    LEDGER_HAS_ROOM = "LedgerHasRoom"
 
 
 class MemberConditionType(StrEnum):

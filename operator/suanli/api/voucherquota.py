@@ -36,15 +36,17 @@ from suanli.api.common import (
     format_timestamp,
     set_field,
 )
-from suanli.api.computejob import MAX_GPUS_PER_JOB, MAX_JOB_RUNTIME
+from suanli.api.computejob import MAX_ATTEMPTS, MAX_GPUS_PER_JOB, MAX_JOB_RUNTIME
 from suanli.api.meta import AGE_COLUMN, KindInfo, PrinterColumn
 from suanli.api.validation import FieldError, duplicate_errors
 
 MAX_CONCURRENT_GPUS: Final = 100_000
 MAX_CONCURRENT_JOBS: Final = 5_000
-# Holds of unfinished jobs plus tombstones of finished ones awaiting the recount; about 115
-# bytes each, so the status stays well inside etcd's 1.5 MiB object limit.
-MAX_LEDGER_ENTRIES: Final = 8_000
+# Holds of unfinished jobs plus tombstones of finished ones awaiting the recount; up to about
+# 360 bytes each (uid, a long name, amounts, attempts, time), so the status stays well inside etcd's
+# 1.5 MiB object limit. Admission refuses a hold that would pass it (LedgerFull), and the
+# voucher's LedgerNearlyFull condition warns before.
+MAX_LEDGER_ENTRIES: Final = 3_000
 MAX_ALLOWED_CLUSTERS: Final = 64
 MAX_ALLOWED_GPU_MODELS: Final = 32
 
@@ -138,25 +140,37 @@ class LedgerEntryState(StrEnum):
 
 
 class LedgerEntry(ApiModel):
-    """One job's hold or charge on the voucher."""
+    """One job's hold and charges on the voucher."""
 
+    uid: str | None = Field(
+        None,
+        max_length=64,
+        description="uid is the ComputeJob's uid, the entry's key (a format-1 ledger keyed "
+        "entries by job instead).",
+    )
     job: str = Field(
         max_length=317,
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$",
         description="job is the ComputeJob as namespace/name.",
     )
     state: LedgerEntryState = Field(
-        description="state is Reserved (held, not yet charged), Charged or Released."
+        description="state is Reserved (held, not yet closed), Charged or Released."
     )
     hold: Money = Field(description="hold is the worst-case amount reserved at admission.")
     gpus: int = Field(ge=0, le=MAX_GPUS_PER_JOB, description="gpus is the GPUs the job holds.")
     charged: Money | None = Field(
-        None, description="charged is what the job was charged, once Charged."
+        None, description="charged is what the job's attempts were charged so far."
+    )
+    attempts: list[int] = Field(
+        default_factory=list,
+        max_length=MAX_ATTEMPTS,
+        description="attempts lists the attempts whose usage records are in charged.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     metered: Money | None = Field(
         None,
-        description="metered is the metered cost when it exceeded the hold (the charge is "
-        "capped at the hold).",
+        description="metered is the metered cost when it exceeded what was charged (the "
+        "charge is capped at the hold).",
     )
     reserved_at: Timestamp | None = Field(
         None, description="reservedAt is when the hold was made (RFC 3339)."
@@ -166,15 +180,18 @@ class LedgerEntry(ApiModel):
 class VoucherLedger(ApiModel):
     """The voucher's per-job holds and charges: the record admission and charging write."""
 
-    format: int = Field(1, ge=1, le=1, description="format is the layout version, 1.")
+    format: int = Field(
+        2, ge=1, le=2, description="format is the layout version: 2 (1 keyed jobs by name)."
+    )
     settled: Money = Field(
-        description="settled is the sum of charges whose jobs no longer exist (kept so that "
-        "deleting a finished job never refunds it)."
+        description="settled is the sum of charges of jobs folded out of the entries (kept so "
+        "that deleting a finished job never refunds it)."
     )
     entries: list[LedgerEntry] = Field(
         default_factory=list,
         max_length=MAX_LEDGER_ENTRIES,
-        description="entries lists each job's hold or charge, sorted by job, at most 8000.",
+        description=f"entries lists each job's hold or charge, sorted by uid, at most "
+        f"{MAX_LEDGER_ENTRIES}.",
         json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
 

@@ -23,7 +23,7 @@ from typing import Any, Final
 from suanli import metrics
 from suanli.api.computejob import ComputeJob, JobPhase
 from suanli.api.membercluster import MemberCluster
-from suanli.api.reasons import MemberReason
+from suanli.api.reasons import JobReason, MemberReason
 from suanli.api.voucherquota import VoucherQuota
 from suanli.controller.charging import Billing
 from suanli.controller.fleet import MemberFleet, member_link
@@ -71,6 +71,7 @@ class Dispatcher:
         self._vouchers = vouchers
         self._spawn = spawn
         self._sleep = sleep
+        self.clock = clock
         self.index = CapacityIndex()
         self.book = JobBook()
         # Status writes are made by placement, workload sync and follow-up alike; the write
@@ -194,6 +195,23 @@ class Dispatcher:
     async def member_delete(self, name: str) -> None:
         await self.fleet.member_delete(name)
 
+    async def member_removed(self, name: str) -> None:
+        """A MemberCluster is being deleted (its finalizer): each job running there ends its
+        attempt now, charged for the time the hub recorded, and is placed again elsewhere; its
+        copy is deleted while the member still answers (else once it does). Then the member
+        leaves the federation. Raises when a job's status could not be written: call again."""
+        now = self.clock()
+        for tracked in self.book.live_on(name):
+            await self.sync.delete_remote(tracked)
+            await self.followup.end_attempt(
+                tracked,
+                JobReason.MEMBER_REMOVED,
+                f"member {name} was removed from the federation",
+                end=now,
+                charge_time=True,
+            )
+        await self.fleet.member_delete(name)
+
     def connection_problem(self, name: str) -> tuple[MemberReason, str] | None:
         return self.fleet.connection_problem(name)
 
@@ -244,8 +262,10 @@ class Dispatcher:
             # Placed by an earlier life of the operator and deleted before this one resumed it.
             tracked = self._track(job)
         try:
-            remote = await self.sync.delete_remote(tracked)
-            await self.followup.charge_deleted(tracked, remote)
+            # Money first, from what the hub recorded; then the copy, which a member that does
+            # not answer has removed once it does.
+            await self.followup.charge_deleted(tracked)
+            await self.sync.delete_remote(tracked)
         except Exception:
             self._deleting[uid] = tracked
             raise

@@ -146,8 +146,11 @@ class FollowUp:
         """End the current attempt in status with its GPU time and cost."""
         attempt = tracked.status.last_attempt
         gpus = tracked.request.total_gpus
-        cost = self.billing.attempt_cost(attempt, start=start, end=end, gpus=gpus)
+        cost = self.billing.attempt_cost(tracked.status, attempt, start=start, end=end, gpus=gpus)
         if attempt is not None:
+            # The start the charge is computed from is the attempt's start on record: its
+            # usage record is made from these very facts, so status and record agree.
+            attempt.start_time = start
             attempt.end_time = end
             attempt.reason = str(reason)
             attempt.gpu_seconds = cost.gpu_seconds
@@ -215,9 +218,12 @@ class FollowUp:
         end: datetime,
         start: datetime | None,
     ) -> str:
-        """Voucher first (a second settle of the same job changes nothing), then the job's
-        status with the charge and a zero reservation in one write; returns the message."""
-        charge = await self.billing.settle(tracked.identity, tracked.status)
+        """Usage records first, then the job's status says it ended (with the charge and a zero
+        reservation, in one write), then the voucher's ledger charges and closes; returns the
+        message. Once the status says the job ended no attempt can start again, so a crash
+        after it leaves only the ledger to finish, which the retry or the recount does."""
+        gpus = tracked.request.total_gpus
+        charge = await self.billing.record(tracked.identity, tracked.status, gpus=gpus)
         status = tracked.status
         status.phase = JobPhase.SUCCEEDED if succeeded else JobPhase.FAILED
         status.gpu_seconds = charge.gpu_seconds
@@ -242,6 +248,7 @@ class FollowUp:
         )
         tracked.condition(JobConditionType.CHARGED, True, JobReason.CHARGE_RECORDED, text, now=now)
         await self.writer.write(tracked)
+        await self.billing.settle(tracked.identity, tracked.status, gpus=gpus, close=True)
         return text
 
     async def end_attempt(
@@ -290,22 +297,40 @@ class FollowUp:
         self.dispatching.requeue(tracked.request)
         self.dispatching.kick()
         await self.writer.write(tracked)
+        # The ended attempt is recorded and charged now; should that fail, the job's close (or
+        # its finalizer) records every ended attempt again and the recount charges what the
+        # ledger missed, so one try is enough here.
+        self.spawn(self._charge_attempts(tracked))
         await self.events.event(
             tracked.identity.reference(), reason=reason, message=text, warning=True
         )
 
-    async def charge_deleted(self, tracked: TrackedJob, remote: Obj | None) -> None:
-        """The job was deleted, its remote Job (``remote``, as it was) with it: charge what
-        every attempt used."""
-        started = ((remote or {}).get("status") or {}).get("startTime")
+    async def _charge_attempts(self, tracked: TrackedJob) -> None:
+        try:
+            await self.billing.settle(
+                tracked.identity, tracked.status, gpus=tracked.request.total_gpus, close=False
+            )
+        except Exception as error:
+            metrics.BACKGROUND_TASK_ERRORS.labels("attempt-charge").inc()
+            logger.warning("charging %s's ended attempt failed: %s", tracked.request.name, error)
+
+    async def charge_deleted(self, tracked: TrackedJob) -> None:
+        """The job was deleted: its running attempt ends now, charged from the start the hub
+        recorded (no member has to answer), and every attempt is charged and the hold closed.
+        """
         attempt = tracked.status.last_attempt
         # An attempt that ended already (the job was closing) is charged as it ended.
-        if started and attempt is not None and not attempt.ended:
-            end = self.clock()
+        if attempt is not None and not attempt.ended and attempt.start_time is not None:
             self._close_attempt(
-                tracked, parse_timestamp(started), end, JobReason.DELETED, "deleted"
+                tracked,
+                attempt.start_time,
+                whole_seconds(self.clock()),
+                JobReason.DELETED,
+                "deleted",
             )
-        await self.billing.settle(tracked.identity, tracked.status, deleted=True)
+        await self.billing.settle(
+            tracked.identity, tracked.status, gpus=tracked.request.total_gpus, close=True
+        )
 
     # --- members that fail their jobs -----------------------------------------------------------
 

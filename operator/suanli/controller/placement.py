@@ -208,6 +208,10 @@ class Placement:
         status.attempts.append(
             AttemptRecord(
                 cluster=choice.cluster,
+                # Where it ran, as the member said when it was chosen: the usage record
+                # carries these facts even if the member is gone by the time it is charged.
+                provider=member.spec.provider,
+                region=member.spec.region,
                 gpu_model=choice.model,
                 price_per_gpu_hour=choice.price_per_gpu_hour,
                 start_time=whole_seconds(now),

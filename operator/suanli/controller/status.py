@@ -64,6 +64,8 @@ class AttemptRecord:
     """One placement of the job on a member (the API's ``Attempt``)."""
 
     cluster: str
+    provider: str | None = None
+    region: str | None = None
     gpu_model: str | None = None
     price_per_gpu_hour: Decimal | None = None
     start_time: datetime | None = None
@@ -77,6 +79,8 @@ class AttemptRecord:
     def from_model(cls, attempt: Attempt) -> AttemptRecord:
         return cls(
             cluster=attempt.cluster,
+            provider=attempt.provider,
+            region=attempt.region,
             gpu_model=attempt.gpu_model,
             price_per_gpu_hour=attempt.price_per_gpu_hour,
             start_time=attempt.start_time,
@@ -93,6 +97,8 @@ class AttemptRecord:
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"cluster": self.cluster}
+        _put(wire, "provider", self.provider)
+        _put(wire, "region", self.region)
         _put(wire, "gpuModel", self.gpu_model)
         _put(wire, "pricePerGPUHour", _money(self.price_per_gpu_hour))
         _put(wire, "startTime", _time(self.start_time))
@@ -251,7 +257,8 @@ class JobIdentity:
     created: datetime | None
 
     @property
-    def ledger_key(self) -> str:
+    def job_key(self) -> str:
+        """``namespace/name``, for people; the ledger keys the job by its uid."""
         return object_key(self.namespace, self.name)
 
     def reference(self) -> dict[str, Any]:

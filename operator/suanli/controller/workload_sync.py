@@ -102,18 +102,26 @@ class WorkloadSync:
                 self.index.assume(tracked.key, cluster, allocation)
         await self.create_remote(tracked, link)
 
-    async def delete_remote(self, tracked: TrackedJob) -> Obj | None:
-        """Delete the job's remote Job, if it has one; returns it as it was, if found."""
+    async def delete_remote(self, tracked: TrackedJob) -> None:
+        """Delete the job's remote Job, if it has one. A member that does not answer gets the
+        copy deleted when it answers again (a stale copy), so a deletion never waits on it."""
         cluster = tracked.dispatched_to
         ref = tracked.status.remote_ref
         if not cluster or ref is None:
-            return None
+            return
         link = self.members.link(cluster)
         if link is None:
-            return None
-        remote = await link.get_job(ref.namespace, ref.name)
-        await link.delete_job(ref.namespace, ref.name)
-        return remote
+            return
+        try:
+            await link.delete_job(ref.namespace, ref.name)
+        except Exception as error:
+            logger.warning(
+                "deleting %s's copy on %s failed (%s); removed when the member answers",
+                tracked.request.name,
+                cluster,
+                error,
+            )
+            self.book.mark_stale(tracked.key, cluster)
 
     # --- what the members report ----------------------------------------------------------------
 

@@ -168,7 +168,8 @@ def apply_examples(api: client.ApiClient, directory: Path) -> list[str]:
     custom = client.CustomObjectsApi(api)
     for path in sorted(directory.glob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text()):
-            if not document or document.get("kind") in ("MemberCluster", "Secret"):
+            # Usage records are the operator's alone to write: the example only shows one.
+            if not document or document.get("kind") in ("MemberCluster", "Secret", "UsageRecord"):
                 continue
             metadata = document["metadata"]
             try:

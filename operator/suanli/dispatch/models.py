@@ -29,6 +29,7 @@ from suanli.api.podpolicy import (
 from suanli.api.reasons import MemberConditionType, MemberReason
 from suanli.api.voucherquota import VoucherQuota
 from suanli.dispatch.gpu_models import canonical_model
+from suanli.vouchers.pricing import price_cap
 
 # Ready=False for these reasons is not a reason for the dispatcher to skip a reachable member:
 # it applies finer rules of its own (cordon switch, per-model prices, Kubernetes' view when
@@ -145,6 +146,11 @@ class JobRequest:
     submitted_at: float = 0.0
     """Epoch seconds; orders jobs of equal priority and tenant share."""
     voucher: VoucherTerms | None = field(default=None)
+    price_cap: Decimal | None = None
+    """The highest price per GPU-hour the job's hold covers (see
+    :func:`~suanli.vouchers.pricing.price_cap`); a model priced above it is not chosen, so a
+    job is never placed where its worst case would cost more than was reserved. None before
+    the hold is recorded."""
     unmet_levels: tuple[tuple[PodSecurityLevel, str], ...] = ()
     """The Pod Security levels the job's template does not meet, each with the first field
     that falls short (for the tenant); members requiring one of these levels are passed over.
@@ -191,6 +197,11 @@ class JobRequest:
             submitted_at=submitted_at,
             voucher=terms,
             unmet_levels=unmet_levels(spec.template),
+            price_cap=(
+                price_cap(job.status.estimated_cost, spec.total_gpus, spec.max_runtime)
+                if job.status.estimated_cost is not None
+                else None
+            ),
         )
 
 

@@ -12,7 +12,8 @@ Filters, in the order a reason is reported (the first that fails is the cluster'
    that falls short;
 4. the member's state: Ready, not cordoned;
 5. the GPU model: one the job accepts (empty: any) and the voucher allows (empty: any), that
-   the member has and prices;
+   the member has and prices, at a price the job's hold covers (a price raised after admission
+   would otherwise charge more than was reserved: the excess is never placed, not capped);
 6. fit, per model: every replica of ``gpusPerReplica`` GPUs on one node and the whole gang in
    this one cluster. A gang that could not fit even with every GPU free is a permanent "too
    small"; one that could later is "no capacity" and waits. A (cluster, model) the queue holds
@@ -63,6 +64,7 @@ class Rejection(StrEnum):
     CORDONED = "Cordoned"
     NO_ACCEPTED_MODEL = "NoAcceptedModel"
     NOT_PRICED = "NotPriced"
+    PRICE_ABOVE_HOLD = "PriceAboveHold"
     TOO_SMALL = "TooSmall"
     NO_CAPACITY = "NoCapacity"
     HELD_FOR_QUEUED_JOB = "HeldForQueuedJob"
@@ -87,6 +89,7 @@ _SHORT: Final = {
     Rejection.CORDONED: "cordoned",
     Rejection.NO_ACCEPTED_MODEL: "no accepted GPU model",
     Rejection.NOT_PRICED: "model not priced",
+    Rejection.PRICE_ABOVE_HOLD: "priced above what the job's hold covers",
     Rejection.TOO_SMALL: "too small for the job",
     Rejection.NO_CAPACITY: "not enough free GPUs",
     Rejection.HELD_FOR_QUEUED_JOB: "held for a queued job",
@@ -334,6 +337,8 @@ def _verdict(
     """Whether the gang fits on this cluster's GPUs of one model now; None if it does."""
     if price is None:
         return Rejection.NOT_PRICED
+    if job.price_cap is not None and price > job.price_cap:
+        return Rejection.PRICE_ABOVE_HOLD
     g, replicas = job.gpus_per_replica, job.replicas
     total = g * replicas
     if capacity.allocatable < total or capacity.replicas_that_could_ever_fit(g) < replicas:
@@ -350,7 +355,8 @@ _PRECEDENCE: Final = {
     Rejection.NO_CAPACITY: 0,
     Rejection.HELD_FOR_QUEUED_JOB: 1,
     Rejection.TOO_SMALL: 2,
-    Rejection.NOT_PRICED: 3,
+    Rejection.PRICE_ABOVE_HOLD: 3,
+    Rejection.NOT_PRICED: 4,
 }
 
 
@@ -405,6 +411,12 @@ def _fit_message(
         code = _verdict(job, name, capacity, info.prices.get(model), held)
         if code == Rejection.NOT_PRICED:
             notes.append(f"{model} not priced")
+        elif code == Rejection.PRICE_ABOVE_HOLD:
+            cap = format_money(job.price_cap or Decimal(0))
+            notes.append(
+                f"{model} at {format_money(info.prices[model])} {info.currency}/GPU-hour, above "
+                f"the {cap} its hold covers (priced before a price rise)"
+            )
         elif code == Rejection.TOO_SMALL:
             notes.append(_too_small(capacity, job))
         elif code == Rejection.HELD_FOR_QUEUED_JOB:

@@ -71,6 +71,10 @@ def _valid_computejob(data: dict[str, Any]) -> ComputeJob:
         errors = validate_computejob(job)
     if errors or job is None:
         raise _deny(format_errors(errors), "Invalid")
+    if not job.metadata.uid:
+        # The API server fills the uid before validating admission; without it a hold could
+        # not be told apart from that of another job of the same name.
+        raise _deny("metadata.uid: the API server sent no uid to hold the job under", "Invalid")
     return job
 
 

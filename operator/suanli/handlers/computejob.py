@@ -27,15 +27,14 @@ from suanli.handlers.ledger_writer import VoucherGoneError
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.voucher_cache import parse_voucher
 from suanli.kube import ConflictError, NotFoundError
-from suanli.vouchers.keys import job_key
 from suanli.vouchers.ledger import EntryState, Ledger
 
 logger = logging.getLogger(__name__)
 
 
 async def _holding_voucher(runtime: Runtime, job: ComputeJob) -> tuple[VoucherQuota, Ledger] | None:
-    """The voucher whose ledger holds this job, found by the job's key."""
-    key = job_key(job)
+    """The voucher whose ledger holds this job, found by the job's uid."""
+    key = job.metadata.uid or ""
     namespace = job.metadata.namespace or ""
     for parsed in runtime.vouchers.in_namespace(namespace):
         if key in parsed.ledger.entries:
@@ -130,15 +129,15 @@ async def _release(runtime: Runtime, job: ComputeJob) -> None:
     found = await _holding_voucher(runtime, job)
     if found is not None:
         voucher = found[0]
-        key = job_key(job)
+        uid = job.metadata.uid or ""
         writer = runtime.ledger_writer(
             voucher.metadata.namespace or "", voucher.metadata.name or ""
         )
-        # Release what is still held, then drop the entry (a charge stays in `spent`), so a
-        # new job of the same name can be admitted at once. A voucher that went first (its
-        # namespace is being deleted) has nothing left to release.
+        # Release what is still held, then fold the entry (its charges stay in `spent`): the
+        # job is gone, and its usage records keep what it was charged. A voucher that went
+        # first (its namespace is being deleted) has nothing left to release.
         with contextlib.suppress(VoucherGoneError):
-            await writer.change(lambda ledger: ledger.release(key).forget(key))
+            await writer.change(lambda ledger: ledger.close(uid).fold(uid))
     finalizers = list(job.metadata.finalizers or [])
     position = finalizers.index(FINALIZER)
     patch = [
@@ -180,7 +179,7 @@ async def _record_admission(runtime: Runtime, job: ComputeJob) -> None:
         )
     else:
         voucher, ledger = found
-        entry = ledger.entries[job_key(job)]
+        entry = ledger.entries[job.metadata.uid or ""]
         status.voucher = voucher.metadata.name
         status.reservation = entry.hold if entry.state is EntryState.RESERVED else None
         status.estimated_cost = entry.hold

@@ -71,6 +71,14 @@ async def membercluster_event(
         await runtime.dispatcher.member_upsert(body)
 
 
+@kopf.on.delete(GROUP, VERSION, "memberclusters", id="membercluster-removal")
+async def membercluster_removal(name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Held by Kopf's finalizer until the member's jobs are charged and placed elsewhere and
+    their copies removed; a failure is retried by Kopf, so deleting a member loses no money."""
+    runtime: Runtime = memo.runtime
+    await runtime.dispatcher.member_removed(name)
+
+
 async def write_member_status(runtime: Runtime, name: str) -> None:
     dispatcher = runtime.dispatcher
     member = dispatcher.members.get(name)

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from suanli import metrics
+from suanli.api.common import DEFAULT_CURRENCY
 from suanli.api.voucherquota import VoucherQuota
-from suanli.controller.charging import LedgerBilling
+from suanli.controller.charging import RecordBilling
 from suanli.controller.dispatcher import Dispatcher
 from suanli.handlers.ledger_writer import Committed, LedgerWriter
 from suanli.handlers.voucher_cache import VoucherCache
@@ -37,10 +38,14 @@ class Runtime:
         self.dispatcher = Dispatcher(
             options=self.options,
             hub=self.hub,
-            billing=LedgerBilling(self.ledger_writer),
+            billing=RecordBilling(self.hub, self.ledger_writer, self._currency),
             vouchers=self._voucher,
             spawn=self.spawn,
         )
+
+    def _currency(self, namespace: str, name: str) -> str:
+        voucher = self._voucher(namespace, name)
+        return voucher.spec.currency if voucher is not None else DEFAULT_CURRENCY
 
     def _voucher(self, namespace: str, name: str) -> VoucherQuota | None:
         parsed = self.vouchers.get(namespace, name)

@@ -17,11 +17,12 @@ from typing import Any, cast
 
 import kopf
 
+from suanli import metrics
 from suanli.api.computejob import ComputeJob
 from suanli.api.meta import GROUP, VERSION
 from suanli.handlers.runtime import Runtime
 from suanli.vouchers.ledger import Ledger
-from suanli.vouchers.recount import recount
+from suanli.vouchers.recount import recorded_charge, recount
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +54,19 @@ async def recount_voucher(runtime: Runtime, namespace: str, name: str) -> list[s
     jobs = [
         ComputeJob.model_validate(body) for body in await runtime.hub.list("computejobs", namespace)
     ]
+    # Every record of the namespace: a voucher's are told apart by their spec, exactly, not by
+    # a label (a label value holds only 63 characters).
+    records = [
+        charge
+        for body in await runtime.hub.list("usagerecords", namespace)
+        if (charge := recorded_charge(body)) is not None
+    ]
     grace = timedelta(seconds=runtime.options.hold_grace_seconds)
     fixed: list[str] = []
 
     def reconcile(ledger: Ledger) -> Ledger:
-        result = recount(ledger, jobs, now=datetime.now(UTC), grace=grace)
-        fixed[:] = [*result.released, *result.settled, *result.restored]
+        result = recount(ledger, jobs, records, now=datetime.now(UTC), grace=grace)
+        fixed[:] = [*result.released, *result.charged, *result.restored, *result.rekeyed]
         return result.ledger
 
     # Through the writer, so the recount never races an admission on the same voucher; the
@@ -94,7 +102,11 @@ async def voucherquota_recount_loop(memo: kopf.Memo, **_: Any) -> None:
     async def loop() -> None:
         while True:
             await asyncio.sleep(runtime.options.recount_interval)
-            await recount_all(runtime)
+            try:
+                await recount_all(runtime)
+            except Exception as error:  # the hub did not answer the list: next time
+                metrics.BACKGROUND_TASK_ERRORS.labels("recount").inc()
+                logger.warning("the recount could not list the vouchers: %s", error)
 
     runtime.spawn(loop())
 

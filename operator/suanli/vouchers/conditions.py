@@ -1,14 +1,20 @@
-"""A voucher's conditions (Active, Expired, Exhausted) from its terms, ledger and the time."""
+"""A voucher's conditions (Active, Expired, Exhausted, LedgerNearlyFull) from its terms, ledger
+and the time."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
+from typing import Final
 
 from suanli.api.common import ConditionStatus, format_money, format_timestamp
 from suanli.api.reasons import VoucherConditionType, VoucherReason
 from suanli.api.voucherquota import VoucherQuota
 from suanli.vouchers.ledger import Ledger
+
+LEDGER_WARNING_SHARE: Final = Decimal("0.9")
+"""LedgerNearlyFull turns True when the ledger holds this share of the entries it may."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +28,7 @@ class ConditionState:
 def voucher_conditions(
     voucher: VoucherQuota, ledger: Ledger, now: datetime
 ) -> list[ConditionState]:
-    """The three conditions, each with a message written for the tenant."""
+    """The four conditions, each with a message written for the tenant."""
     spec = voucher.spec
     currency = spec.currency
     true, false = ConditionStatus.TRUE, ConditionStatus.FALSE
@@ -86,4 +92,24 @@ def voucher_conditions(
             VoucherReason.WITHIN_VALIDITY,
             "New jobs may be charged to this voucher.",
         )
-    return [active, expired, exhausted]
+    return [active, expired, exhausted, _ledger_room(ledger)]
+
+
+def _ledger_room(ledger: Ledger) -> ConditionState:
+    used, most = len(ledger.entries), ledger.terms.max_entries
+    if used >= LEDGER_WARNING_SHARE * most:
+        return ConditionState(
+            VoucherConditionType.LEDGER_NEARLY_FULL,
+            ConditionStatus.TRUE,
+            VoucherReason.LEDGER_NEARLY_FULL,
+            f"The ledger records {used} of the {most} jobs it can hold; at {most} new jobs are "
+            "refused (LedgerFull). Finished jobs leave it at each recount; if it stays full, "
+            "too many jobs run at once on this voucher: lower spec.limits.maxConcurrentJobs or "
+            "split the work over several vouchers.",
+        )
+    return ConditionState(
+        VoucherConditionType.LEDGER_NEARLY_FULL,
+        ConditionStatus.FALSE,
+        VoucherReason.LEDGER_HAS_ROOM,
+        f"The ledger records {used} of the {most} jobs it can hold.",
+    )

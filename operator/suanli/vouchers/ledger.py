@@ -1,47 +1,48 @@
-"""The ledger of one voucher: what is held for admitted jobs, what was charged, what is left.
+"""The billing state machine of one voucher: every hold, charge and release, keyed by job uid.
 
-A :class:`Ledger` is immutable. Every operation returns a new ledger (or the same one when
-nothing changes) or raises a :class:`LedgerError`, so a handler can compute the next state,
-write it with optimistic concurrency, and on a conflict simply start again from the state it
-re-reads: nothing was mutated in between.
+This is the one module that changes money. A :class:`Ledger` is immutable: every operation
+returns a new ledger (or the same one when nothing changes) or raises a :class:`LedgerError`, so
+a handler can compute the next state, write it with optimistic concurrency, and on a conflict
+simply start again from the state it re-reads: nothing was mutated in between. Admission
+reserves through it, the dispatcher charges and closes through it, the recount reconciles
+through it; their writes all go through one writer per voucher.
 
 Terms and state
     The :class:`VoucherTerms` (amount, credit line, concurrency caps) come from the voucher's
     spec and may change when an admin edits it; the per-job entries and ``settled`` are the
     state the operator keeps in the voucher's status (see :meth:`Ledger.to_dict`).
 
-Entries
-    Each job the voucher paid for has one :class:`JobEntry`, keyed ``namespace/name``:
+A charge's life, per ComputeJob uid
+    ::
 
-    * ``Reserved``: the worst case is held; the job counts towards active jobs and GPUs;
-    * ``Charged``: the job's charge moved to spent and the rest of the hold was released;
-    * ``Released``: the hold was dropped without a charge (the job never ran).
+        Reserved --charge(attempt)--> Reserved (part of the hold now spent)
+        Reserved --close--> Charged (something was charged) or Released (nothing was)
+        Charged / Released --fold--> gone from the entries, its charge kept in ``settled``
 
-    Charged and Released entries are tombstones: they make a repeated settle or release a
-    no-op (a job is charged exactly once) and refuse a second reservation under the same key.
-    When the job object is gone, :meth:`Ledger.forget` drops its tombstone and folds a charge
-    into ``settled``, so spent never changes when a tombstone goes.
+    Entries are keyed by the ComputeJob's uid, never its name: a job deleted and created again
+    under the same name is another job with another ledger entry, and a create refused as
+    AlreadyExists can never settle anything of the job that holds the name.
 
-The rules
-    * ``reserve`` admits a hold only while ``reserved + spent + hold <= amount + creditLine``
-      and the concurrency caps hold; reserving the same job for the same amount and GPUs again
-      is a no-op, for another amount it is refused (:attr:`RefusalReason.RESERVATION_CONFLICT`).
-    * ``settle`` charges at most the job's hold. Holds are worst cases, so a larger charge
-      means the job outran its estimate (a deadline enforced late, several attempts); the
-      excess is not charged, the entry keeps the metered amount in ``metered`` so it can be
-      reported, and ``reserved + spent`` therefore never passes the ceiling. Settling an
-      already charged job returns the ledger unchanged, whatever charge is given: the first
-      charge is final.
-    * ``release`` drops a hold without a charge; releasing a job that is not held (unknown,
-      already charged or released) is a no-op, as deletes are in Kubernetes.
+    * ``reserve`` takes a hold only while ``reserved + spent + hold <= amount + creditLine``,
+      the concurrency caps hold and the ledger has room for another entry; reserving the same
+      uid for the same amount and GPUs again is a no-op, for another amount it is refused.
+    * ``charge`` moves one attempt's usage (a usage record, see :mod:`suanli.vouchers.usage`)
+      from the hold to spent. It is idempotent per (uid, attempt): a repeated delivery changes
+      nothing. An amount above what is left of the hold is refused: usage is capped at the hold
+      before it is recorded, so reserved + spent never passes the ceiling.
+    * ``close`` releases what is left of the hold; the entry becomes a tombstone (Charged or
+      Released) that makes any later reserve, charge or close of the uid a no-op or a refusal.
+      Closing an unknown uid is a no-op, as deletes are in Kubernetes.
+    * ``fold`` drops a tombstone once the job is gone or its status records how it ended; its
+      charge moves into ``settled``, so ``spent`` never changes when a tombstone goes.
 
 Derived balances
-    ``reserved`` (held for Reserved entries), ``spent`` (``settled`` plus the charges of
-    Charged entries), ``available`` (``amount + creditLine - spent - reserved``: what a new
-    hold may take; negative only when an edit lowered the terms below what is committed),
+    ``reserved`` (what is left of the holds of Reserved entries), ``spent`` (``settled`` plus
+    every entry's charges), ``available`` (``amount + creditLine - spent - reserved``: what a
+    new hold may take; negative only when an edit lowered the terms below what is committed),
     ``remaining`` (``amount - spent - reserved``, floored at 0, credit not included, as
-    ``VoucherQuota.status.remaining`` is documented), ``owed`` (spent beyond ``amount``,
-    drawn on the credit line), ``active_jobs`` and ``active_gpus`` (Reserved entries).
+    ``VoucherQuota.status.remaining`` is documented), ``owed`` (spent beyond ``amount``, drawn
+    on the credit line), ``active_jobs`` and ``active_gpus`` (Reserved entries).
 """
 
 from __future__ import annotations
@@ -62,12 +63,14 @@ from suanli.api.common import (
     parse_money,
     parse_timestamp,
 )
-from suanli.api.voucherquota import VoucherQuota
+from suanli.api.voucherquota import MAX_LEDGER_ENTRIES, VoucherQuota
 from suanli.vouchers.keys import voucher_key
 from suanli.vouchers.refusals import Refusal, RefusalReason, join_messages
 
-LEDGER_FORMAT: Final = 1
-"""Version of the :meth:`Ledger.to_dict` layout, written as ``format``."""
+LEDGER_FORMAT: Final = 2
+"""Version of the :meth:`Ledger.to_dict` layout, written as ``format``. Format 1 keyed entries
+by ``namespace/name``; such entries are read under that key and re-keyed by the recount."""
+LEGACY_FORMAT: Final = 1
 
 
 class LedgerError(Exception):
@@ -88,7 +91,8 @@ class ReservationRefusedError(LedgerError):
 
 
 class NotReservedError(LedgerError):
-    """A charge for a job that holds no reservation (unknown, or released without charge)."""
+    """A charge for a job that holds no reservation (unknown, or closed without this attempt),
+    or one larger than what is left of its hold."""
 
 
 class EntryState(StrEnum):
@@ -110,6 +114,8 @@ class VoucherTerms:
         credit_line: how far spending may go beyond ``amount``.
         max_concurrent_gpus: cap on GPUs held by Reserved entries, or ``None``.
         max_concurrent_jobs: cap on Reserved entries, or ``None``.
+        max_entries: how many entries the ledger may hold (the voucher's status must fit in
+            one etcd object).
     """
 
     voucher: str
@@ -118,6 +124,7 @@ class VoucherTerms:
     credit_line: Decimal = ZERO
     max_concurrent_gpus: int | None = None
     max_concurrent_jobs: int | None = None
+    max_entries: int = MAX_LEDGER_ENTRIES
 
     @classmethod
     def from_voucher(cls, voucher: VoucherQuota) -> VoucherTerms:
@@ -143,19 +150,24 @@ class JobEntry:
     """One job's record on the voucher.
 
     Attributes:
+        job: the job as ``namespace/name``, for people and messages (the key is its uid).
         state: Reserved, Charged or Released.
-        hold: the amount reserved at admission (kept after settle or release, for the record).
+        hold: the amount reserved at admission (kept after close, for the record).
         gpus: GPUs the job holds while Reserved.
-        charged: the charge, when Charged (at most ``hold``).
-        metered: the charge as metered, when it exceeded ``hold`` and was capped; else None.
+        charged: the sum of the attempts charged so far (at most ``hold``).
+        attempts: the attempts (1-based) whose usage is in ``charged``.
+        metered: what the attempts metered in all, when it exceeded what was charged (the
+            excess beyond the hold is not charged); else None.
         reserved_at: when the hold was taken, if known; the recount uses it to tell a hold
             whose create is still in flight from a leaked one.
     """
 
+    job: str
     state: EntryState
     hold: Decimal
     gpus: int
-    charged: Decimal | None = None
+    charged: Decimal = ZERO
+    attempts: frozenset[int] = frozenset()
     metered: Decimal | None = None
     reserved_at: datetime | None = None
 
@@ -165,22 +177,29 @@ class JobEntry:
         return self.state is EntryState.RESERVED
 
     @property
+    def left(self) -> Decimal:
+        """What is still held: the hold less what was charged, while Reserved."""
+        return self.hold - self.charged if self.is_active else ZERO
+
+    @property
     def capped(self) -> bool:
-        """Whether the metered charge exceeded the hold and was capped at it."""
+        """Whether the metered usage exceeded the hold and was capped at it."""
         return self.metered is not None
 
 
 @dataclass(frozen=True, slots=True)
 class ReservationRequest:
-    """A request to hold ``amount`` and ``gpus`` for ``job`` (``namespace/name``).
+    """A request to hold ``amount`` and ``gpus`` for the job ``uid``.
 
     Attributes:
-        job: the job's ledger key.
+        uid: the ComputeJob's uid, the entry's key.
+        job: the job as ``namespace/name``, for messages.
         amount: the worst-case cost to hold, in the voucher's currency.
         gpus: GPUs the job will hold.
         at: when the request was made (stored as the entry's ``reserved_at``).
     """
 
+    uid: str
     job: str
     amount: Decimal
     gpus: int
@@ -200,8 +219,8 @@ class Ledger:
 
     Attributes:
         terms: what the voucher allows.
-        entries: per-job records, keyed ``namespace/name`` (read-only).
-        settled: charges of jobs whose entries were forgotten; part of ``spent``.
+        entries: per-job records, keyed by ComputeJob uid (read-only).
+        settled: charges of jobs whose entries were folded; part of ``spent``.
     """
 
     terms: VoucherTerms
@@ -216,18 +235,17 @@ class Ledger:
 
     @cached_property
     def reserved(self) -> Decimal:
-        """Held for Reserved entries."""
-        return sum((e.hold for e in self.entries.values() if e.is_active), ZERO)
+        """What is left of the holds of Reserved entries."""
+        return sum((e.left for e in self.entries.values()), ZERO)
 
     @cached_property
     def spent(self) -> Decimal:
-        """Charged: ``settled`` plus the charges of Charged entries."""
-        charges = (e.charged for e in self.entries.values() if e.state is EntryState.CHARGED)
-        return sum((c for c in charges if c is not None), self.settled)
+        """Charged: ``settled`` plus the charges of every entry."""
+        return sum((e.charged for e in self.entries.values()), self.settled)
 
     @cached_property
     def active_jobs(self) -> int:
-        """Reserved entries: admitted jobs not yet charged or released."""
+        """Reserved entries: admitted jobs not yet closed."""
         return sum(1 for e in self.entries.values() if e.is_active)
 
     @cached_property
@@ -281,7 +299,7 @@ class Ledger:
         Raises:
             ValueError: the amount is not money or the GPUs are negative.
         """
-        return _refusals(self.terms, self._tally(), self.entries.get(request.job), request)
+        return _refusals(self.terms, self._tally(), self.entries.get(request.uid), request)
 
     def reserve_many(
         self, requests: Iterable[ReservationRequest]
@@ -300,75 +318,95 @@ class Ledger:
         tally = self._tally()
         outcomes: list[tuple[Refusal, ...]] = []
         for request in requests:
-            refusals = _refusals(self.terms, tally, entries.get(request.job), request)
-            if not refusals and request.job not in entries:
+            refusals = _refusals(self.terms, tally, entries.get(request.uid), request)
+            if not refusals and request.uid not in entries:
                 entry = _reserved_entry(request)
-                entries[request.job] = entry
+                entries[request.uid] = entry
                 tally.reserved += entry.hold
                 tally.active_jobs += 1
                 tally.active_gpus += entry.gpus
+                tally.entries += 1
             outcomes.append(refusals)
         changed = len(entries) != len(self.entries)
         return (replace(self, entries=entries) if changed else self), tuple(outcomes)
 
     def _tally(self) -> _Tally:
-        return _Tally(self.reserved, self.spent, self.active_jobs, self.active_gpus)
+        return _Tally(
+            self.reserved, self.spent, self.active_jobs, self.active_gpus, len(self.entries)
+        )
 
-    def reserve(
-        self, job: str, amount: Decimal, gpus: int, *, at: datetime | None = None
-    ) -> Ledger:
-        """Hold ``amount`` and ``gpus`` for ``job``.
+    def reserve(self, request: ReservationRequest) -> Ledger:
+        """Hold ``request.amount`` and ``request.gpus`` for the job ``request.uid``.
 
-        Idempotent: when ``job`` already holds the same amount and GPUs, returns ``self``.
+        Idempotent: when the uid already holds the same amount and GPUs, returns ``self``.
 
         Raises:
-            ReservationRefusedError: the hold would pass the ceiling or a concurrency cap, the job
-                holds another amount, or the job was already charged or released.
+            ReservationRefusedError: the hold would pass the ceiling, a concurrency cap or the
+                ledger's size, the job holds another amount, or it was already closed.
             ValueError: the amount is not money or the GPUs are negative.
         """
-        request = ReservationRequest(job, amount, gpus, at)
         refusals = self.check_reserve(request)
         if refusals:
             raise ReservationRefusedError(refusals)
-        if job in self.entries:
+        if request.uid in self.entries:
             return self
-        return self._with_entry(job, _reserved_entry(request))
+        return self._with_entry(request.uid, _reserved_entry(request))
 
-    def settle(self, job: str, charge: Decimal) -> Ledger:
-        """Charge ``job`` and release the rest of its hold; see the module docs for the cap.
+    def charge(
+        self, uid: str, attempt: int, amount: Decimal, *, metered: Decimal | None = None
+    ) -> Ledger:
+        """Move one attempt's charged ``amount`` from the job's hold to spent.
 
-        Returns ``self`` when the job was already charged: a job is charged exactly once.
+        Idempotent per attempt: charging an attempt already in the entry returns ``self``,
+        whatever the amount (the first charge of an attempt is final).
+
+        Args:
+            uid: the job's uid.
+            attempt: the attempt's number (1-based), as its usage record names it.
+            amount: what the attempt is charged, at most what is left of the hold.
+            metered: what the attempt metered, when the amount was capped below it.
 
         Raises:
-            NotReservedError: the job holds no reservation (unknown or released).
-            ValueError: ``charge`` is not money (negative, or more than two decimals).
+            NotReservedError: the job holds no reservation (unknown, or closed before this
+                attempt was charged), or ``amount`` is more than is left of its hold.
+            ValueError: ``amount`` is not money.
         """
-        charge = _check_amount("charge", charge)
-        current = self.entries.get(job)
-        if current is not None and current.state is EntryState.CHARGED:
+        amount = _check_amount("charge", amount)
+        current = self.entries.get(uid)
+        if current is not None and attempt in current.attempts:
             return self
-        if current is None or current.state is not EntryState.RESERVED:
-            state = "released without a charge" if current else "unknown"
+        if current is None or not current.is_active:
+            state = f"closed ({current.state})" if current else "unknown"
             raise NotReservedError(
-                f"job {job} cannot be charged on voucher {self.terms.voucher}: it is {state}"
+                f"job {current.job if current else uid} cannot be charged for attempt "
+                f"{attempt} on voucher {self.terms.voucher}: it is {state}"
             )
-        capped = charge > current.hold
+        if amount > current.left:
+            raise NotReservedError(
+                f"job {current.job}: attempt {attempt} would charge {format_money(amount)}, "
+                f"but only {format_money(current.left)} of its hold is left"
+            )
+        charged = current.charged + amount
+        before = current.metered if current.metered is not None else current.charged
+        metered_total = before + (metered if metered is not None else amount)
         entry = replace(
             current,
-            state=EntryState.CHARGED,
-            charged=current.hold if capped else charge,
-            metered=charge if capped else None,
+            charged=charged,
+            attempts=current.attempts | {attempt},
+            metered=metered_total if metered_total != charged else None,
         )
-        return self._with_entry(job, entry)
+        return self._with_entry(uid, entry)
 
-    def release(self, job: str) -> Ledger:
-        """Drop ``job``'s hold without a charge; a no-op when the job holds nothing."""
-        current = self.entries.get(job)
-        if current is None or current.state is not EntryState.RESERVED:
+    def close(self, uid: str) -> Ledger:
+        """Release what is left of the job's hold: it becomes Charged (something was charged)
+        or Released (nothing was). A no-op when the job holds nothing (unknown or closed)."""
+        current = self.entries.get(uid)
+        if current is None or not current.is_active:
             return self
-        return self._with_entry(job, replace(current, state=EntryState.RELEASED))
+        state = EntryState.CHARGED if current.charged > ZERO else EntryState.RELEASED
+        return self._with_entry(uid, replace(current, state=state))
 
-    def record_hold(self, job: str, hold: Decimal, gpus: int, *, at: datetime | None) -> Ledger:
+    def record_hold(self, request: ReservationRequest) -> Ledger:
         """Record a hold a job proves it has, without the balance and concurrency checks.
 
         For the recount only: the hold is a fact found in a job's status, not a request, so it
@@ -376,26 +414,37 @@ class Ledger:
         refused until enough is charged or released). A job that already has an entry keeps
         it: returns ``self``.
         """
-        if job in self.entries:
+        if request.uid in self.entries:
             return self
-        request = ReservationRequest(job, hold, gpus, at)
-        return self._with_entry(job, _reserved_entry(request))
+        return self._with_entry(request.uid, _reserved_entry(request))
 
-    def forget(self, job: str) -> Ledger:
-        """Drop the tombstone of a job whose object is gone; its charge stays in ``spent``.
+    def fold(self, uid: str) -> Ledger:
+        """Drop the tombstone of a job that is gone or whose status says how it ended; its
+        charge stays in ``spent`` through ``settled``.
 
-        Forgetting a Reserved entry would lose a hold silently, so it releases nothing and
-        returns ``self``: release the job first. Unknown jobs are a no-op.
+        Folding a Reserved entry would lose a hold silently, so it returns ``self``: close the
+        job first. Unknown jobs are a no-op.
         """
-        current = self.entries.get(job)
+        current = self.entries.get(uid)
         if current is None or current.is_active:
             return self
         entries = dict(self.entries)
-        del entries[job]
-        return replace(self, entries=entries, settled=self.settled + (current.charged or ZERO))
+        del entries[uid]
+        return replace(self, entries=entries, settled=self.settled + current.charged)
 
-    def _with_entry(self, job: str, entry: JobEntry) -> Ledger:
-        return replace(self, entries={**self.entries, job: entry})
+    def rekey(self, old: str, uid: str) -> Ledger:
+        """The entry kept under ``old`` (a format-1 ``namespace/name`` key), now under the
+        job's ``uid``. A no-op when there is no such entry or the uid has one already."""
+        current = self.entries.get(old)
+        if current is None or uid in self.entries or old == uid:
+            return self
+        entries = dict(self.entries)
+        del entries[old]
+        entries[uid] = current
+        return replace(self, entries=entries)
+
+    def _with_entry(self, uid: str, entry: JobEntry) -> Ledger:
+        return replace(self, entries={**self.entries, uid: entry})
 
     # --- persistence ----------------------------------------------------------------------------
 
@@ -404,36 +453,42 @@ class Ledger:
 
         Layout (money as two-decimal strings, times as RFC 3339)::
 
-            {"format": 1, "settled": "1200.00",
-             "entries": [{"job": "team-a/train", "state": "Reserved", "hold": "3200.00",
-                          "gpus": 8, "reservedAt": "2026-03-01T08:00:00Z"}, ...]}
+            {"format": 2, "settled": "1200.00",
+             "entries": [{"uid": "6f1c...", "job": "team-a/train", "state": "Reserved",
+                          "hold": "3200.00", "gpus": 8, "charged": "120.00", "attempts": [1],
+                          "reservedAt": "2026-03-01T08:00:00Z"}, ...]}
 
-        ``charged`` and ``metered`` appear on Charged entries, ``reservedAt`` when known.
-        Entries are sorted by job, so equal ledgers serialize equally (no spurious writes).
+        ``charged`` and ``attempts`` appear once something was charged, ``metered`` when usage
+        was capped, ``reservedAt`` when known. Entries are sorted by uid, so equal ledgers
+        serialize equally (no spurious writes).
         """
         return {
             "format": LEDGER_FORMAT,
             "settled": format_money(self.settled),
-            "entries": [_entry_to_dict(job, self.entries[job]) for job in sorted(self.entries)],
+            "entries": [_entry_to_dict(uid, self.entries[uid]) for uid in sorted(self.entries)],
         }
 
     @classmethod
     def from_dict(cls, terms: VoucherTerms, data: Mapping[str, Any] | None) -> Ledger:
         """Restore the state :meth:`to_dict` wrote, under ``terms``; ``None`` is empty.
 
+        A format-1 ledger is read with each entry under its ``namespace/name`` key, to be
+        re-keyed by uid by the recount (:meth:`rekey`).
+
         Raises:
-            ValueError: the data is not in the layout :meth:`to_dict` writes.
+            ValueError: the data is not in a layout :meth:`to_dict` writes or wrote.
         """
         if not data:
             return cls(terms)
-        if data.get("format") != LEDGER_FORMAT:
-            raise ValueError(f"unknown ledger format {data.get('format')!r}")
+        layout = data.get("format")
+        if layout not in (LEDGER_FORMAT, LEGACY_FORMAT):
+            raise ValueError(f"unknown ledger format {layout!r}")
         entries: dict[str, JobEntry] = {}
         for item in data.get("entries", []):
-            job, entry = _entry_from_dict(item)
-            if job in entries:
-                raise ValueError(f"ledger lists job {job} twice")
-            entries[job] = entry
+            uid, entry = _entry_from_dict(item, legacy=layout == LEGACY_FORMAT)
+            if uid in entries:
+                raise ValueError(f"ledger lists job {uid} twice")
+            entries[uid] = entry
         return cls(terms, entries, parse_money(data.get("settled", "0")))
 
 
@@ -450,6 +505,7 @@ class _Tally:
     spent: Decimal
     active_jobs: int
     active_gpus: int
+    entries: int
 
 
 def _refusals(
@@ -463,6 +519,16 @@ def _refusals(
         return _repeat_refusals(terms, current, request, amount)
     name = terms.voucher
     refusals: list[Refusal] = []
+    if tally.entries >= terms.max_entries:
+        refusals.append(
+            Refusal(
+                RefusalReason.LEDGER_FULL,
+                "status.ledger",
+                f"voucher {name} records {tally.entries} jobs in its ledger, the most it can "
+                "hold: finished jobs leave it at the next recount (within a minute); submit "
+                "again then, or use another voucher",
+            )
+        )
     cap = terms.max_concurrent_jobs
     if cap is not None and tally.active_jobs + 1 > cap:
         refusals.append(
@@ -507,7 +573,7 @@ def _refusals(
 def _repeat_refusals(
     terms: VoucherTerms, current: JobEntry, request: ReservationRequest, amount: Decimal
 ) -> tuple[Refusal, ...]:
-    """A request for a job that has an entry: a no-op, a conflict, or a closed job."""
+    """A request for a uid that has an entry: a no-op, a conflict, or a closed job."""
     name, currency = terms.voucher, terms.currency
     if current.state is not EntryState.RESERVED:
         done = "charged" if current.state is EntryState.CHARGED else "released"
@@ -515,8 +581,8 @@ def _repeat_refusals(
             Refusal(
                 RefusalReason.JOB_CLOSED,
                 "status",
-                f"job {request.job} was already {done} on voucher {name}; a finished job "
-                "cannot reserve again (create it under a new name)",
+                f"job {request.job} (uid {request.uid}) was already {done} on voucher {name}; "
+                "a finished job cannot reserve again",
             ),
         )
     if current.hold == amount and current.gpus == request.gpus:
@@ -534,6 +600,7 @@ def _repeat_refusals(
 
 def _reserved_entry(request: ReservationRequest) -> JobEntry:
     return JobEntry(
+        job=request.job,
         state=EntryState.RESERVED,
         hold=parse_money(request.amount),
         gpus=request.gpus,
@@ -546,15 +613,17 @@ def _signed(value: Decimal) -> str:
     return f"-{format_money(-value)}" if value < 0 else format_money(value)
 
 
-def _entry_to_dict(job: str, entry: JobEntry) -> dict[str, Any]:
+def _entry_to_dict(uid: str, entry: JobEntry) -> dict[str, Any]:
     item: dict[str, Any] = {
-        "job": job,
+        "uid": uid,
+        "job": entry.job,
         "state": str(entry.state),
         "hold": format_money(entry.hold),
         "gpus": entry.gpus,
     }
-    if entry.charged is not None:
+    if entry.attempts or entry.charged:
         item["charged"] = format_money(entry.charged)
+        item["attempts"] = sorted(entry.attempts)
     if entry.metered is not None:
         item["metered"] = format_money(entry.metered)
     if entry.reserved_at is not None:
@@ -562,26 +631,34 @@ def _entry_to_dict(job: str, entry: JobEntry) -> dict[str, Any]:
     return item
 
 
-def _entry_from_dict(item: Mapping[str, Any]) -> tuple[str, JobEntry]:
+def _entry_from_dict(item: Mapping[str, Any], *, legacy: bool) -> tuple[str, JobEntry]:
     try:
         job = item["job"]
+        uid = job if legacy else item["uid"]
         state = EntryState(item["state"])
         gpus = item["gpus"]
-        if not isinstance(job, str) or not isinstance(gpus, int) or gpus < 0:
-            raise ValueError(f"bad job or gpus in ledger entry {dict(item)!r}")
+        if not isinstance(job, str) or not isinstance(uid, str) or not uid:
+            raise ValueError(f"bad job or uid in ledger entry {dict(item)!r}")
+        if not isinstance(gpus, int) or gpus < 0:
+            raise ValueError(f"bad gpus in ledger entry {dict(item)!r}")
         charged = item.get("charged")
         metered = item.get("metered")
         reserved_at = item.get("reservedAt")
+        attempts = item.get("attempts")
+        if legacy and charged is not None:
+            attempts = [1]  # format 1 charged a job once, whatever its attempts
         entry = JobEntry(
+            job=job,
             state=state,
             hold=parse_money(item["hold"]),
             gpus=gpus,
-            charged=None if charged is None else parse_money(charged),
+            charged=ZERO if charged is None else parse_money(charged),
+            attempts=frozenset(int(a) for a in attempts or ()),
             metered=None if metered is None else parse_money(metered),
             reserved_at=None if reserved_at is None else parse_timestamp(reserved_at),
         )
     except (KeyError, TypeError) as error:
         raise ValueError(f"malformed ledger entry {item!r}: {error!r}") from None
-    if (entry.state is EntryState.CHARGED) != (entry.charged is not None):
-        raise ValueError(f"ledger entry of {job} has state {state} but charged {charged!r}")
-    return job, entry
+    if entry.charged > entry.hold:
+        raise ValueError(f"ledger entry of {job} charges {charged}, above its hold")
+    return uid, entry

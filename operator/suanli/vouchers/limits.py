@@ -184,8 +184,12 @@ def evaluate(
     spec, so a ledger restored before an edit of the voucher is judged by the current terms.
 
     Raises:
-        ValueError: the job has no namespace or name (it must be keyed in the ledger).
+        ValueError: the job has no namespace, name or uid (its ledger entry is keyed by uid:
+            the validating webhook sees the uid the job will be stored with).
     """
+    uid = job.metadata.uid
+    if not uid:
+        raise ValueError(f"ComputeJob {job_key(job)} has no uid to key its hold by")
     refusals = check_voucher_limits(job, voucher, now)
     overlapping = {RefusalReason.GPU_MODEL_NOT_ALLOWED, RefusalReason.CLUSTER_NOT_ALLOWED}
     if any(refusal.reason in overlapping for refusal in refusals):
@@ -193,7 +197,7 @@ def evaluate(
     priced = price_worst_case(offers, job.spec, voucher)
     if isinstance(priced, Refusal):
         return Refused((*refusals, priced))
-    request = ReservationRequest(job_key(job), priced.amount, priced.gpus, now)
+    request = ReservationRequest(uid, job_key(job), priced.amount, priced.gpus, now)
     ledger = ledger.with_terms(VoucherTerms.from_voucher(voucher))
     refusals += ledger.check_reserve(request)
     if refusals:

@@ -165,6 +165,22 @@ def worst_case_cost(gpus: int, runtime: timedelta, price_per_gpu_hour: Decimal) 
     return _from_cents(-(-numerator // _MICROSECONDS_PER_HOUR))
 
 
+def price_cap(hold: Decimal, gpus: int, runtime: timedelta) -> Decimal | None:
+    """The highest price per GPU-hour whose worst case fits in ``hold``; None if any does.
+
+    The exact inverse of :func:`worst_case_cost`: a price ``p`` has
+    ``worst_case_cost(gpus, runtime, p) <= hold`` exactly when ``p <= price_cap(...)``, so a
+    hold priced at admission covers every placement at or below its cap and none above.
+
+    >>> price_cap(Decimal("3200.00"), 8, timedelta(hours=2))
+    Decimal('200.00')
+    """
+    microseconds = gpus * (runtime // timedelta(microseconds=1))
+    if microseconds <= 0:
+        return None
+    return _from_cents(_cents(hold) * _MICROSECONDS_PER_HOUR // microseconds)
+
+
 def charge_for(gpu_seconds: int, price_per_gpu_hour: Decimal) -> Decimal:
     """What ``gpu_seconds`` cost at ``price_per_gpu_hour``, rounded half up to the cent.
 

@@ -1,36 +1,35 @@
-"""The recount: bringing a voucher's ledger back in line with the ComputeJobs that exist.
+"""The recount: bringing a voucher's ledger back in line with the jobs and usage records that exist.
 
 Admission reserves in the voucher's status *before* the job object is stored, so a create
-that fails after admission (another webhook refused it, etcd timed out, the client gave up)
-leaves a hold for a job that never came to be. Kubernetes' ResourceQuota has the same gap and
-closes it with a controller that periodically recomputes usage from the objects that exist;
-:func:`recount` is that computation for a voucher.
+that fails after admission (another webhook refused it, etcd timed out, the client gave up, the
+name was taken) leaves a hold for a job that never came to be. Kubernetes' ResourceQuota has the
+same gap and closes it with a controller that periodically recomputes usage from the objects
+that exist; :func:`recount` is that computation for a voucher. It also finishes whatever a
+crash or a failed write left half done, so no charge is lost and none is made twice.
 
-Two functions, for two situations:
+Everything is matched by the job's uid, never its name: a job deleted and created again under
+the same name is another job, and a create answered AlreadyExists is a job that never existed.
 
-* :func:`rebuild` derives a ledger from job statuses alone (``status.reservation``,
-  ``status.chargedCost``, ``status.phase``). It is exact only when every job's status is
-  written, so it suits tests, audits and recovering a lost voucher status, not the periodic
-  recount: a job admitted a moment ago has no status yet and would be missed.
-* :func:`recount` starts from the persisted ledger and changes only what the jobs prove:
+* :func:`rebuild` derives a ledger from job statuses and usage records alone. It is exact only
+  when every job's status is written, so it suits tests, audits and recovering a lost voucher
+  status, not the periodic recount: a job admitted a moment ago has no status yet.
+* :func:`recount` starts from the persisted ledger and changes only what the objects prove:
 
-  - a hold whose job does not exist is released, but only once it is older than ``grace``
-    (its create may still be in flight; choose ``grace`` above the webhook timeout plus the
-    API server's request timeout, e.g. a few minutes); a hold without a time is released at
-    once;
-  - a hold whose job records a charge (``status.chargedCost``) is settled with it, and one
-    whose job records ``status.reservation == 0`` without a charge is released (the job's
-    status was written, the voucher's was not);
+  - a usage record whose attempt the ledger has not charged is charged (the record was
+    created, the voucher's write did not land); charges come from records only, never from
+    a job's status, so a job listed from a stale cache can never be charged twice;
+  - a hold whose job does not exist is closed and folded, but only once it is older than
+    ``grace`` (its create may still be in flight; choose ``grace`` above the webhook timeout
+    plus the API server's request timeout); a hold without a time is closed at once;
+  - a hold whose job's status records how it ended (``status.chargedCost``, a zero
+    reservation, Rejected) is closed: its records were charged above;
   - a job that records a hold on this voucher (``status.voucher``, ``status.reservation > 0``,
-    not charged) but has no entry gets its hold back, dated ``now``;
-  - a tombstone (Charged or Released entry) is forgotten once its job is gone or its job's
-    status records how it ended (``chargedCost``, or released); its charge stays in
-    ``spent`` through ``settled``. The ledger thus holds the jobs in flight, not every job
-    that ever ran, and the status write on each admission stays small.
-
-  Charges are never re-created from job statuses: a job listed from a stale cache after its
-  tombstone was forgotten would otherwise be charged twice. ``spent`` only grows by
-  :meth:`~suanli.vouchers.ledger.Ledger.settle`.
+    not ended) but has no entry gets its hold back, dated ``now``, with its records charged;
+  - a tombstone (Charged or Released entry) is folded once its job is gone or its status
+    records how it ended; its charge stays in ``spent`` through ``settled``. The ledger thus
+    holds the jobs in flight, not every job that ever ran, and stays inside its size limit;
+  - an entry of a format-1 ledger (keyed ``namespace/name``) is re-keyed by the uid of the job
+    of that name, if there is one.
 
 Pass every ComputeJob of the voucher's namespace (not only those whose status names the
 voucher): a job created a moment ago has no status yet, and its existence alone keeps its hold.
@@ -38,30 +37,71 @@ voucher): a job created a moment ago has no status yet, and its existence alone 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from suanli.api.common import ZERO
+from suanli.api.common import ZERO, parse_money
 from suanli.api.computejob import ComputeJob, JobPhase
 from suanli.vouchers.keys import job_key
-from suanli.vouchers.ledger import EntryState, JobEntry, Ledger, VoucherTerms
+from suanli.vouchers.ledger import (
+    EntryState,
+    JobEntry,
+    Ledger,
+    NotReservedError,
+    ReservationRequest,
+    VoucherTerms,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedCharge:
+    """A usage record as the recount needs it: which job's attempt, and what it charged."""
+
+    uid: str
+    attempt: int
+    amount: Decimal
+    metered: Decimal
+    voucher: str
+    name: str = ""
+    """The record's name, for messages."""
+
+
+def recorded_charge(body: Mapping[str, Any]) -> RecordedCharge | None:
+    """A stored UsageRecord as the recount reads it; None when it is not one it can use."""
+    spec = body.get("spec") or {}
+    job = spec.get("job") or {}
+    try:
+        return RecordedCharge(
+            uid=str(job["uid"]),
+            attempt=int(spec["attempt"]),
+            amount=parse_money(spec["amount"]),
+            metered=parse_money(spec["metered"]),
+            voucher=str(spec["voucher"]),
+            name=str((body.get("metadata") or {}).get("name") or ""),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def entry_from_job(job: ComputeJob, voucher_name: str) -> JobEntry | None:
     """What the job's status says it holds on voucher ``voucher_name``, if anything.
 
-    ``None`` when the status does not name that voucher or records no reservation yet.
+    ``None`` when the status does not name that voucher or records no reservation yet. The
+    charge a status records is its own; the ledger charges from usage records only.
     """
     status = job.status
     if status.voucher != voucher_name:
         return None
     gpus = status.total_gpus if status.total_gpus is not None else job.spec.total_gpus
     hold = status.estimated_cost if status.estimated_cost is not None else status.reservation
+    name = job_key(job)
     if status.charged_cost is not None:
         return JobEntry(
-            state=EntryState.CHARGED,
+            job=name,
+            state=EntryState.CHARGED if status.charged_cost > ZERO else EntryState.RELEASED,
             hold=hold if hold is not None else status.charged_cost,
             gpus=gpus,
             charged=status.charged_cost,
@@ -70,33 +110,71 @@ def entry_from_job(job: ComputeJob, voucher_name: str) -> JobEntry | None:
     if reservation is None:
         return None
     if reservation == ZERO or status.phase is JobPhase.REJECTED:
-        return JobEntry(state=EntryState.RELEASED, hold=hold or ZERO, gpus=gpus)
+        return JobEntry(job=name, state=EntryState.RELEASED, hold=hold or ZERO, gpus=gpus)
     return JobEntry(
+        job=name,
         state=EntryState.RESERVED,
-        hold=reservation,
+        hold=hold if hold is not None else reservation,
         gpus=gpus,
         reserved_at=job.metadata.creation_timestamp,
     )
 
 
-def rebuild(terms: VoucherTerms, jobs: Iterable[ComputeJob], *, settled: Decimal = ZERO) -> Ledger:
-    """A ledger from job statuses alone (see the module docs for when that is exact).
+def _charged(ledger: Ledger, uid: str, records: Iterable[RecordedCharge]) -> tuple[Ledger, int]:
+    """``ledger`` with ``uid``'s records charged (those it has not charged), and how many."""
+    count = 0
+    for record in sorted(records, key=lambda r: r.attempt):
+        try:
+            after = ledger.charge(uid, record.attempt, record.amount, metered=record.metered)
+        except NotReservedError:
+            continue  # closed before this record: its hold is gone, nothing left to take
+        count += after is not ledger
+        ledger = after
+    return ledger, count
+
+
+def rebuild(
+    terms: VoucherTerms,
+    jobs: Iterable[ComputeJob],
+    records: Iterable[RecordedCharge] = (),
+    *,
+    settled: Decimal = ZERO,
+) -> Ledger:
+    """A ledger from job statuses and usage records alone (see the module docs for when that
+    is exact).
 
     Args:
         terms: the voucher's terms; jobs of other namespaces or vouchers are ignored.
         jobs: ComputeJobs of the voucher's namespace.
+        records: the voucher's usage records.
         settled: what jobs that no longer exist were charged (their charges are not in any
             job's status any more), typically the persisted ledger's ``settled``.
     """
     namespace, _, name = terms.voucher.partition("/")
-    entries: dict[str, JobEntry] = {}
+    by_uid = _records_by_uid(records, name)
+    ledger = Ledger(terms, settled=settled)
     for job in jobs:
-        if job.metadata.namespace != namespace:
+        uid = job.metadata.uid
+        if job.metadata.namespace != namespace or not uid:
             continue
-        entry = entry_from_job(job, name)
-        if entry is not None:
-            entries[job_key(job)] = entry
-    return Ledger(terms, entries, settled)
+        seen = entry_from_job(job, name)
+        if seen is None:
+            continue
+        ledger = ledger.record_hold(ReservationRequest(uid, seen.job, seen.hold, seen.gpus))
+        ledger, _ = _charged(ledger, uid, by_uid.get(uid, ()))
+        if not seen.is_active:
+            ledger = ledger.close(uid)
+    return ledger
+
+
+def _records_by_uid(
+    records: Iterable[RecordedCharge], voucher_name: str
+) -> dict[str, list[RecordedCharge]]:
+    by_uid: dict[str, list[RecordedCharge]] = {}
+    for record in records:
+        if record.voucher == voucher_name:
+            by_uid.setdefault(record.uid, []).append(record)
+    return by_uid
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,72 +183,99 @@ class RecountResult:
 
     Attributes:
         ledger: the ledger to write (the same object when nothing changed).
-        released: jobs whose holds were released: leaked, or released on the job only.
-        settled: jobs charged from their status (the job recorded a charge, the voucher not).
-        restored: jobs whose hold was missing from the ledger and was taken again.
-        forgotten: jobs whose tombstones were dropped: the job is gone, or its status records
-            how it ended.
+        released: jobs (uid) whose holds were closed: leaked, gone, or ended on the job only.
+        charged: usage records charged here (created, but the voucher's write was lost).
+        restored: jobs (uid) whose hold was missing from the ledger and was taken again.
+        forgotten: jobs (uid) whose tombstones were folded: the job is gone, or its status
+            records how it ended.
+        rekeyed: format-1 entries now keyed by their job's uid.
     """
 
     ledger: Ledger
     released: tuple[str, ...] = ()
-    settled: tuple[str, ...] = ()
+    charged: tuple[str, ...] = ()
     restored: tuple[str, ...] = ()
     forgotten: tuple[str, ...] = ()
+    rekeyed: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
         """Whether the ledger needs a write."""
-        return bool(self.released or self.settled or self.restored or self.forgotten)
+        return self.ledger is not self.ledger_before
+
+    ledger_before: Ledger | None = None
+
+
+def _ended(job: ComputeJob, voucher_name: str) -> bool:
+    seen = entry_from_job(job, voucher_name)
+    return seen is not None and not seen.is_active
 
 
 def recount(
-    ledger: Ledger, jobs: Iterable[ComputeJob], *, now: datetime, grace: timedelta
+    ledger: Ledger,
+    jobs: Iterable[ComputeJob],
+    records: Iterable[RecordedCharge] = (),
+    *,
+    now: datetime,
+    grace: timedelta,
 ) -> RecountResult:
-    """Reconcile ``ledger`` with the jobs that exist; see the module docs for the rules.
+    """Reconcile ``ledger`` with the jobs and records that exist; see the module docs.
 
     Args:
         ledger: the voucher's ledger as persisted.
         jobs: every ComputeJob of the voucher's namespace.
+        records: the usage records of the voucher's namespace.
         now: the current time, to age holds against ``grace``.
         grace: how old a hold without a job must be before it counts as leaked.
     """
+    before = ledger
     namespace, _, name = ledger.terms.voucher.partition("/")
-    existing = {job_key(job): job for job in jobs if job.metadata.namespace == namespace}
+    listed = [job for job in jobs if job.metadata.namespace == namespace and job.metadata.uid]
+    existing = {job.metadata.uid or "": job for job in listed}
+    by_name = {job_key(job): job.metadata.uid or "" for job in listed}
+    by_uid = _records_by_uid(records, name)
     released: list[str] = []
-    settled: list[str] = []
+    charged: list[str] = []
     restored: list[str] = []
     forgotten: list[str] = []
-    for key, entry in sorted(ledger.entries.items()):
-        job = existing.get(key)
+    rekeyed: list[str] = []
+    for key in sorted(ledger.entries):
+        if "/" in key and key in by_name:  # a format-1 key: namespace/name
+            ledger = ledger.rekey(key, by_name[key])
+            rekeyed.append(by_name[key])
+    for uid in sorted(ledger.entries):
+        ledger, count = _charged(ledger, uid, by_uid.get(uid, ()))
+        if count:
+            charged.append(uid)
+        entry = ledger.entries[uid]
+        job = existing.get(uid)
         if job is None:
-            if not entry.is_active:
-                ledger = ledger.forget(key)
-                forgotten.append(key)
-            elif entry.reserved_at is None or now - entry.reserved_at >= grace:
-                ledger = ledger.release(key).forget(key)
-                released.append(key)
-            continue
-        seen = entry_from_job(job, name)
-        if seen is None or seen.is_active:
+            leaked = entry.reserved_at is None or now - entry.reserved_at >= grace
+            if entry.is_active and not leaked:
+                continue  # its create may still be in flight
+        elif not _ended(job, name):
             continue
         if entry.is_active:
-            if seen.state is EntryState.CHARGED and seen.charged is not None:
-                ledger = ledger.settle(key, seen.charged)
-                settled.append(key)
-            else:
-                ledger = ledger.release(key)
-                released.append(key)
-        # The job's status records how it ended, so its tombstone has done its work: nothing
-        # settles a job whose status says it was charged. Folding it into `settled` keeps the
-        # ledger, written whole on every admission, as small as the jobs still in flight.
-        ledger = ledger.forget(key)
-        forgotten.append(key)
-    for key, job in sorted(existing.items()):
-        if key in ledger.entries:
+            ledger = ledger.close(uid)
+            released.append(uid)
+        ledger = ledger.fold(uid)
+        forgotten.append(uid)
+    for uid, job in sorted(existing.items()):
+        if uid in ledger.entries:
             continue
         seen = entry_from_job(job, name)
         if seen is not None and seen.is_active:
-            ledger = ledger.record_hold(key, seen.hold, seen.gpus, at=now)
-            restored.append(key)
-    return RecountResult(ledger, tuple(released), tuple(settled), tuple(restored), tuple(forgotten))
+            ledger = ledger.record_hold(
+                ReservationRequest(uid, seen.job, seen.hold, seen.gpus, now)
+            )
+            ledger, _ = _charged(ledger, uid, by_uid.get(uid, ()))
+            restored.append(uid)
+    return RecountResult(
+        ledger,
+        tuple(released),
+        tuple(charged),
+        tuple(restored),
+        tuple(forgotten),
+        tuple(rekeyed),
+        ledger_before=before,
+    )

@@ -51,6 +51,8 @@ class RefusalReason(StrEnum):
     """The job already holds a reservation of another amount or GPU count."""
     JOB_CLOSED = "JobClosed"
     """The job was already charged or released on this voucher; it cannot reserve again."""
+    LEDGER_FULL = "LedgerFull"
+    """The voucher's ledger holds as many entries as its status can store."""
 
 
 _JOB_REASONS: Final[dict[RefusalReason, JobReason]] = {
@@ -67,6 +69,7 @@ _JOB_REASONS: Final[dict[RefusalReason, JobReason]] = {
     RefusalReason.INSUFFICIENT_BALANCE: JobReason.INSUFFICIENT_BALANCE,
     RefusalReason.RESERVATION_CONFLICT: JobReason.LIMIT_EXCEEDED,
     RefusalReason.JOB_CLOSED: JobReason.LIMIT_EXCEEDED,
+    RefusalReason.LEDGER_FULL: JobReason.LIMIT_EXCEEDED,
 }
 
 

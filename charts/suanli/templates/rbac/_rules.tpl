@@ -9,7 +9,7 @@ suanli-tenant
 {{- end -}}
 
 {{- define "suanli.rbac.tenant.description" -}}
-Submit and follow ComputeJobs and read VoucherQuotas in the bound namespace.
+Submit and follow ComputeJobs, read VoucherQuotas and UsageRecords in the bound namespace.
 {{- end -}}
 
 {{- define "suanli.rbac.tenant.rules" -}}
@@ -21,6 +21,9 @@ Submit and follow ComputeJobs and read VoucherQuotas in the bound namespace.
   verbs: ["get"]
 - apiGroups: ["suanli.io"]
   resources: ["voucherquotas", "voucherquotas/status"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["suanli.io"]
+  resources: ["usagerecords"]
   verbs: ["get", "list", "watch"]
 - apiGroups: [""]
   resources: ["events"]
@@ -48,6 +51,9 @@ Issue VoucherQuotas, join MemberClusters, and oversee every tenant's ComputeJobs
 - apiGroups: ["suanli.io"]
   resources: ["memberclusters/status"]
   verbs: ["get", "list", "watch"]
+- apiGroups: ["suanli.io"]
+  resources: ["usagerecords"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["get", "list", "watch"]
@@ -71,6 +77,9 @@ What the suanli operator needs on the hub.
 - apiGroups: ["suanli.io"]
   resources: ["computejobs", "voucherquotas", "memberclusters"]
   verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["suanli.io"]
+  resources: ["usagerecords"]
+  verbs: ["create", "get", "list"]
 - apiGroups: ["suanli.io"]
   resources: ["computejobs/status", "voucherquotas/status", "memberclusters/status"]
   verbs: ["get", "patch", "update"]
