@@ -91,6 +91,25 @@ def wait_member_free_gpus(hub: Cluster, member: str, model: str, free: int) -> N
     )
 
 
+def tenant_identity(hub: Cluster, namespace: str) -> str:
+    """A ServiceAccount of ``namespace`` bound to ``suanli-tenant``, as a platform engineer
+    gives a tenant access; returns kubectl's ``--as`` argument for acting as it."""
+    hub.core.create_namespaced_service_account(namespace, {"metadata": {"name": "tenant"}})
+    client.RbacAuthorizationV1Api(hub.api).create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "tenant"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "suanli-tenant",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": namespace}],
+        },
+    )
+    return f"--as=system:serviceaccount:{namespace}:tenant"
+
+
 class Tenant:
     """One namespace on the hub with a generous voucher named "budget"."""
 

@@ -22,7 +22,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from e2e.kube import Cluster, kubectl
-from e2e.tenant import GROUP, VERSION, Tenant, compute_job
+from e2e.tenant import GROUP, VERSION, Tenant, compute_job, tenant_identity
 from suanli.devenv import install
 from suanli.devenv.federation import FederationState
 from suanli.devenv.operator_process import OperatorProcess
@@ -166,20 +166,7 @@ def test_a_finished_jobs_usage_record_is_listed_by_the_tenant_and_outlives_the_j
 ) -> None:
     tenant.submit(compute_job("audited", models=["A800", "H100"], run_for="2s"))
     done = tenant.wait_phase("audited", "Succeeded", timeout=TIMEOUTS.job_complete)
-    hub.core.create_namespaced_service_account(namespace, {"metadata": {"name": "tenant"}})
-    client.RbacAuthorizationV1Api(hub.api).create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"name": "tenant"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "suanli-tenant",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": namespace}],
-        },
-    )
-    as_tenant = (f"--as=system:serviceaccount:{namespace}:tenant", f"--namespace={namespace}")
+    as_tenant = (tenant_identity(hub, namespace), f"--namespace={namespace}")
     listed = kubectl(hub, *as_tenant, "get", "usagerecords", "-o", "json")
     (record,) = json.loads(listed.stdout)["items"]
     spec = record["spec"]

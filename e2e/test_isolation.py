@@ -21,7 +21,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from e2e.kube import Cluster, kubectl
-from e2e.tenant import GROUP, VERSION, Tenant, compute_job, voucher
+from e2e.tenant import GROUP, VERSION, Tenant, compute_job, tenant_identity, voucher
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.waiting import TIMEOUTS, wait_for
 from suanli.members.workload import POD_SECURITY_VERSION
@@ -221,19 +221,7 @@ def tenant_namespace(clusters: dict[str, Cluster], operator: OperatorProcess) ->
     client.CustomObjectsApi(hub.api).create_namespaced_custom_object(
         GROUP, VERSION, name, "voucherquotas", voucher("budget", "100000.00")
     )
-    hub.core.create_namespaced_service_account(name, {"metadata": {"name": "tenant"}})
-    client.RbacAuthorizationV1Api(hub.api).create_namespaced_role_binding(
-        name,
-        {
-            "metadata": {"name": "tenant"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "suanli-tenant",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": name}],
-        },
-    )
+    tenant_identity(hub, name)
     try:
         yield name
     finally:

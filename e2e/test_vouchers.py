@@ -13,7 +13,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from e2e.kube import Cluster, kubectl
-from e2e.tenant import GROUP, VERSION, compute_job, voucher
+from e2e.tenant import GROUP, VERSION, compute_job, tenant_identity, voucher
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.waiting import TIMEOUTS, wait_for
 from suanli.handlers.computejob import FINALIZER
@@ -176,20 +176,7 @@ def test_cost_deciding_fields_are_immutable(api: Api) -> None:
 
 def test_a_tenant_cannot_modify_its_voucher(api: Api, hub: Cluster) -> None:
     api.create("voucherquotas", voucher("mine", "1000.00"))
-    hub.core.create_namespaced_service_account(api.namespace, {"metadata": {"name": "tenant"}})
-    client.RbacAuthorizationV1Api(hub.api).create_namespaced_role_binding(
-        api.namespace,
-        {
-            "metadata": {"name": "tenant"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "suanli-tenant",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": api.namespace}],
-        },
-    )
-    tenant = f"--as=system:serviceaccount:{api.namespace}:tenant"
+    tenant = tenant_identity(hub, api.namespace)
     ns = f"--namespace={api.namespace}"
     assert "mine" in kubectl(hub, tenant, ns, "get", "voucherquotas").stdout
     patched = kubectl(
