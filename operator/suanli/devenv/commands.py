@@ -7,9 +7,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from suanli.devenv import federation, install
+from suanli.devenv import federation, install, kind_install
+from suanli.devenv.docker_engine import ensure_engine, find_engine, stop_engine_if_started_here
+from suanli.devenv.kindnode.images import ensure_node_image
 from suanli.devenv.operator_process import OperatorProcess, stop_detached
-from suanli.devenv.toolchain import COMPONENTS, ensure_toolchain, toolchain_paths
+from suanli.devenv.providers import public_images
+from suanli.devenv.toolchain import (
+    COMPONENTS,
+    KIND_COMPONENTS,
+    Toolchain,
+    ensure_toolchain,
+    toolchain_paths,
+)
 from suanli.devenv.topology import default_federation, load_federation
 
 
@@ -37,7 +46,10 @@ def register(subparsers: Any) -> None:
         "--provider",
         choices=("kwok", "kind"),
         default="kwok",
-        help="kwok: local processes, no container engine (default); kind: needs Docker",
+        help=(
+            "kwok: local processes, no container engine (default); kind: clusters in Docker "
+            "(started here when none runs) with suanli installed by its Helm charts"
+        ),
     )
     up.add_argument(
         "--no-operator",
@@ -46,7 +58,11 @@ def register(subparsers: Any) -> None:
     )
     up.set_defaults(handler=_up)
 
-    down = commands.add_parser("down", help="stop every process of the federation")
+    down = commands.add_parser(
+        "down",
+        help="stop every process of the federation (kind: its clusters, and the Docker engine "
+        "if suanli started it and no other kind federation uses it)",
+    )
     _add_name(down)
     down.set_defaults(handler=_down)
 
@@ -59,6 +75,18 @@ def register(subparsers: Any) -> None:
         help="build (or reuse) etcd, Kubernetes, kwok and helm from their Go modules",
     )
     toolchain.add_argument("--print-path", action="store_true", help="print the PATH entries")
+    toolchain.add_argument(
+        "--kind",
+        action="store_true",
+        help="also build the kind provider's parts: kind, kubelet, kubeadm, kube-proxy, CoreDNS "
+        "and local-path-provisioner",
+    )
+    toolchain.add_argument(
+        "--kind-images",
+        action="store_true",
+        help="and build the kind node image and suanli's image (starts Docker's engine if none "
+        "runs; implies --kind)",
+    )
     toolchain.set_defaults(handler=_toolchain)
 
 
@@ -76,12 +104,27 @@ def _say(message: str) -> None:
 
 def _up(args: argparse.Namespace) -> int:
     spec = load_federation(args.config) if args.config else default_federation(args.members)
-    toolchain = ensure_toolchain()
+    kind = args.provider == "kind"
+    toolchain = ensure_toolchain(kind=kind)
     state = federation.up(spec, toolchain, name=args.name, provider_name=args.provider, log=_say)
     if not args.no_operator:
-        _start_suanli(state)
+        if kind:
+            _install_suanli_in_kind(state, toolchain)
+        else:
+            _start_suanli(state)
     _print_state(state)
     return 0
+
+
+def _install_suanli_in_kind(state: federation.FederationState, toolchain: Toolchain) -> None:
+    """The charts on the kind clusters: the operator and exporters run as pods."""
+    engine = ensure_engine(_say)
+    kind_install.install_suanli(state, toolchain, engine, _say)
+    examples = install.examples_dir()
+    if examples is not None:
+        with federation.api_client(state.hub.kubeconfig) as hub:
+            applied = install.apply_examples(hub, examples)
+        _say(f"examples applied: {', '.join(applied)}")
 
 
 def _start_suanli(state: federation.FederationState) -> None:
@@ -134,11 +177,27 @@ def _print_state(state: federation.FederationState) -> None:
 
 
 def _toolchain(args: argparse.Namespace) -> int:
-    tools = ensure_toolchain()
+    kind = args.kind or args.kind_images
+    tools = ensure_toolchain(kind=kind)
+    if args.kind_images:
+        _build_kind_images()
     if args.print_path:
         print(":".join(str(d) for d in tools.bin_dirs))
     else:
-        for component in COMPONENTS:
+        for component in COMPONENTS + (KIND_COMPONENTS if kind else ()):
             for binary in component.binaries:
                 print(f"{binary:<24} {component.version:<9} {component.path(binary)}")
     return 0
+
+
+def _build_kind_images() -> None:
+    """The node image and suanli's images, into the engine (which stays as it was found)."""
+    was_running = find_engine() is not None
+    engine = ensure_engine(_say)
+    try:
+        if not public_images():
+            ensure_node_image(engine, _say)
+        kind_install.build_images(engine, _say)
+    finally:
+        if not was_running and not federation.kind_federations():
+            stop_engine_if_started_here(_say)

@@ -23,8 +23,9 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from suanli.devenv.docker_engine import stop_engine_if_started_here
 from suanli.devenv.manifests import GPU_RESOURCE, gpu_nodes
-from suanli.devenv.providers import KwokctlProvider, make_provider
+from suanli.devenv.providers import KindProvider, KwokctlProvider, make_provider
 from suanli.devenv.toolchain import Toolchain, cache_root, toolchain_paths
 from suanli.devenv.topology import ClusterSpec, FederationSpec
 from suanli.devenv.waiting import TIMEOUTS, wait_for
@@ -47,6 +48,9 @@ class ClusterInfo:
     region: str
     nodes: int  # simulated GPU nodes
     gpus: dict[str, int]  # GPUs per model across those nodes
+    # A kubeconfig that works from inside the clusters' network (kind: another cluster's pods
+    # reach this one's API server at its node's name); "" where the host's kubeconfig serves.
+    internal_kubeconfig: str = ""
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,9 @@ def up(
         )
     provider = make_provider(provider_name, toolchain, directory)
     started = time.monotonic()
+    if isinstance(provider, KindProvider):
+        # The engine and the node image once, before the clusters are created in parallel.
+        provider.prepare(log)
 
     def bring_up(cluster: ClusterSpec) -> ClusterInfo:
         cluster_name = f"{name}-{cluster.name}"
@@ -149,6 +156,7 @@ def up(
             path = provider.create(cluster_name).kubeconfig
             log(f"{cluster.name}: control plane up in {time.monotonic() - t0:.1f}s")
         _apply_nodes(path, cluster)
+        internal = getattr(provider, "internal_kubeconfig", None)
         return ClusterInfo(
             name=cluster.name,
             provider_name=cluster_name,
@@ -157,6 +165,7 @@ def up(
             region=cluster.region,
             nodes=sum(pool.count for pool in cluster.node_pools),
             gpus=cluster.gpu_capacity,
+            internal_kubeconfig=str(internal(cluster_name)) if internal is not None else "",
         )
 
     log(f"bringing up federation {name!r}: hub + {len(spec.members)} member(s) via {provider.name}")
@@ -227,8 +236,19 @@ def down(name: str = DEFAULT_NAME, toolchain: Toolchain | None = None, log: Log 
     if leftovers:
         raise UserFacingError(f"processes still running after down: {leftovers}")
     shutil.rmtree(directory, ignore_errors=True)
+    if isinstance(provider, KindProvider) and not kind_federations():
+        # The engine suanli started for kind goes with the last kind federation; a user's
+        # engine is never stopped.
+        stop_engine_if_started_here(log)
     log(f"federation {name!r} is down")
     return True
+
+
+def kind_federations() -> list[str]:
+    """Names of the kind federations that are up."""
+    root = federation_dir(DEFAULT_NAME).parent
+    names = [d.name for d in root.iterdir()] if root.exists() else []
+    return [name for name in names if (s := load_state(name)) is not None and s.provider == "kind"]
 
 
 def _orphaned_clusters(directory: Path) -> list[str]:

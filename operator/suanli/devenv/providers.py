@@ -7,8 +7,9 @@ federation's bookkeeping are shared (see ``federation.py``).
   and kwok's controller as local processes bound to 127.0.0.1, from the binaries the toolchain
   built. Needs no container engine.
 - ``kind``: kind creates a real single-node cluster in Docker, and a kwok controller runs on the
-  host against it to simulate the GPU nodes. For users and hosted CI with Docker; it cannot run
-  on machines without a container engine (such as this project's development machines).
+  host against it to simulate the GPU nodes. Docker's engine is the running one or Debian's,
+  started here; the node image is assembled locally (``kindnode/``) or, where registries are
+  reachable, kind's public one.
 """
 
 from __future__ import annotations
@@ -22,17 +23,40 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 import yaml
 
+from suanli.devenv.docker_engine import (
+    CAP_SYS_RESOURCE,
+    DockerEngine,
+    ensure_engine,
+    find_engine,
+    lacks_capability,
+    run_command,
+)
+from suanli.devenv.kindnode.images import ensure_node_image
 from suanli.devenv.manifests import Manifest, kwok_stages
-from suanli.devenv.toolchain import KUBERNETES_VERSION, Toolchain
+from suanli.devenv.toolchain import KIND, KUBERNETES_VERSION, Toolchain
 from suanli.errors import UserFacingError
 
 CREATE_TIMEOUT_SECONDS: Final = 180.0
+# The label on a kind cluster's one real node: the node where suanli's exporter runs on the
+# stand-in NVML library (the GPU nodes are kwok's and run nothing).
+NODE_LABEL: Final = "suanli.io/kind-node"
+
+
+def public_images() -> bool:
+    """Whether to use public images (kind's default node image, Python from Docker Hub).
+
+    ``SUANLI_KIND_IMAGES=public`` is for machines that reach the registries, such as a hosted
+    CI runner: nothing is built from Debian packages there. The default, ``local``, builds
+    every image on this machine.
+    """
+    return os.environ.get("SUANLI_KIND_IMAGES", "local") == "public"
 
 
 @dataclass(frozen=True)
@@ -273,75 +297,138 @@ class KwokctlProvider:
 
 
 class KindProvider:
-    """A real cluster in Docker from kind, its GPU nodes simulated by a host kwok controller."""
+    """A real cluster in Docker from kind, its GPU nodes simulated by a host kwok controller.
+
+    Each cluster is one kind node (control plane and worker at once), made from the node image
+    built locally (``kindnode/images.py``) or, with ``SUANLI_KIND_IMAGES=public``, kind's own
+    default image from its registry. The Docker engine is the running one, or Debian's dockerd
+    started for the purpose (``docker_engine.py``). Pods of the cluster's own add-ons and of
+    suanli's charts run for real on that node; GPU nodes are kwok Nodes, managed by a kwok
+    controller on this machine, so GPU pods bind to them and follow kwok's stages.
+    """
 
     name = "kind"
 
     def __init__(self, toolchain: Toolchain, workdir: Path) -> None:
         self._toolchain = toolchain
         self._workdir = workdir / "kind"
+        self._lock = threading.Lock()
+        self._prepared: tuple[DockerEngine, str | None] | None = None
 
-    def _require(self) -> str:
-        kind = shutil.which("kind")
-        if kind is None or shutil.which("docker") is None:
+    def _kind(self) -> str:
+        built = KIND.path("kind")
+        found = str(built) if built.is_file() else shutil.which("kind")
+        if found is None:
             raise UserFacingError(
-                "the kind provider needs `kind` and a running Docker engine; neither can run on "
-                "machines without a container engine: use --provider kwok there."
+                "kind is not built: run `suanli dev toolchain --kind` (it builds kind from its Go "
+                "module with the other parts of the kind provider)"
             )
-        return kind
+        return found
+
+    def prepare(self, log: Callable[[str], None] = print) -> tuple[DockerEngine, str | None]:
+        """The engine, and the node image (None: kind's default), made ready once."""
+        with self._lock:
+            if self._prepared is None:
+                engine = ensure_engine(log)
+                image = None if public_images() else ensure_node_image(engine, log)
+                self._prepared = (engine, image)
+            return self._prepared
+
+    def engine(self) -> DockerEngine | None:
+        """The engine, if one answers (no image is built and no engine started)."""
+        return self._prepared[0] if self._prepared else find_engine()
+
+    def cluster_config(self, cluster: str) -> dict[str, Any]:
+        """kind's configuration for one single-node cluster."""
+        config: dict[str, Any] = {
+            "kind": "Cluster",
+            "apiVersion": "kind.x-k8s.io/v1alpha4",
+            "name": cluster,
+            "networking": {"apiServerAddress": "127.0.0.1"},
+            "nodes": [{"role": "control-plane", "labels": {NODE_LABEL: "true"}}],
+        }
+        if lacks_capability(CAP_SYS_RESOURCE):
+            # Lowering a process's oom_score_adj needs CAP_SYS_RESOURCE; without it runc fails
+            # every pod sandbox ("can't get final child's PID from pipe: EOF").
+            config["containerdConfigPatches"] = [
+                '[plugins."io.containerd.grpc.v1.cri"]\n  restrict_oom_score_adj = true\n'
+            ]
+        return config
 
     def create(self, cluster: str) -> CreatedCluster:
-        kind = self._require()
+        engine, image = self.prepare()
+        kind = self._kind()
         directory = self._workdir / cluster
         directory.mkdir(parents=True, exist_ok=True)
         kubeconfig = directory / "kubeconfig.yaml"
-        _run(
-            [
-                kind,
-                "create",
-                "cluster",
-                "--name",
-                cluster,
-                "--kubeconfig",
-                str(kubeconfig),
-                "--wait",
-                f"{CREATE_TIMEOUT_SECONDS:.0f}s",
-            ],
-            dict(os.environ),
-            f"kind create cluster {cluster}",
-            CREATE_TIMEOUT_SECONDS + 60,
-        )
+        config = directory / "kind.yaml"
+        config.write_text(yaml.safe_dump(self.cluster_config(cluster), sort_keys=False))
+        command = [
+            kind,
+            "create",
+            "cluster",
+            "--name",
+            cluster,
+            "--config",
+            str(config),
+            "--kubeconfig",
+            str(kubeconfig),
+            "--wait",
+            f"{CREATE_TIMEOUT_SECONDS:.0f}s",
+        ]
+        if image is not None:
+            command += ["--image", image]
+        _run(command, engine.env, f"kind create cluster {cluster}", CREATE_TIMEOUT_SECONDS + 120)
+        internal = run_command(
+            [kind, "get", "kubeconfig", "--internal", "--name", cluster],
+            env=engine.env,
+            what=f"kind get kubeconfig --internal {cluster}",
+            timeout=60,
+        ).stdout
+        self.internal_kubeconfig(cluster).write_bytes(internal)
+        self._start_kwok(directory, kubeconfig)
+        return CreatedCluster(cluster, kubeconfig)
+
+    def _start_kwok(self, directory: Path, kubeconfig: Path) -> None:
         stages = directory / "stages.yaml"
         stages.write_text(yaml.safe_dump_all(_kwok_controller_config(), sort_keys=False))
-        log = (directory / "kwok.log").open("ab")
-        process = subprocess.Popen(
-            [
-                str(self._toolchain.kwok),
-                "--kubeconfig",
-                str(kubeconfig),
-                "--config",
-                str(stages),
-                "--manage-all-nodes=false",
-                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            ],
-            stdout=log,
-            stderr=log,
-            start_new_session=True,  # outlives `suanli dev up`; `down` stops it
-        )
         (directory / "pids").mkdir(exist_ok=True)
+        with (directory / "kwok.log").open("ab") as log:
+            process = subprocess.Popen(
+                [
+                    str(self._toolchain.kwok),
+                    "--kubeconfig",
+                    str(kubeconfig),
+                    "--config",
+                    str(stages),
+                    "--manage-all-nodes=false",
+                    "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                ],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # outlives `suanli dev up`; `down` stops it
+            )
         (directory / "pids" / "kwok-controller.pid").write_text(str(process.pid))
-        return CreatedCluster(cluster, kubeconfig)
+
+    def kubeconfig(self, cluster: str) -> Path:
+        return self._workdir / cluster / "kubeconfig.yaml"
+
+    def internal_kubeconfig(self, cluster: str) -> Path:
+        """The kubeconfig that works from inside the kind network (other clusters' pods)."""
+        return self._workdir / cluster / "kubeconfig.internal.yaml"
 
     def delete(self, cluster: str) -> None:
         terminate(self.pids(cluster))
-        kind = shutil.which("kind")
-        if kind is not None:
-            _run(
-                [kind, "delete", "cluster", "--name", cluster],
-                dict(os.environ),
-                f"kind delete cluster {cluster}",
-                120,
-            )
+        engine = self.engine()
+        if engine is None:
+            return  # no engine runs: no container of this cluster can run either
+        _run(
+            [self._kind(), "delete", "cluster", "--name", cluster],
+            engine.env,
+            f"kind delete cluster {cluster}",
+            120,
+        )
 
     def pids(self, cluster: str) -> list[int]:
         return _read_pid_files(self._workdir / cluster / "pids")
@@ -352,7 +439,16 @@ def _kwok_controller_config() -> list[Manifest]:
         {
             "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
             "kind": "KwokConfiguration",
-            "options": {"enableCRDs": []},
+            # kwok leaves these at zero when a configuration file is given (kwokctl sets them
+            # for the clusters it creates); zero parallelism refuses to start.
+            "options": {
+                "enableCRDs": [],
+                "podPlayStageParallelism": 4,
+                "nodePlayStageParallelism": 4,
+                "nodeLeaseParallelism": 4,
+                "podsOnNodeSyncParallelism": 1,
+                "nodeLeaseDurationSeconds": 40,
+            },
         },
         *kwok_stages(),
     ]

@@ -34,6 +34,11 @@ KUBERNETES_VERSION: Final = "v1.34.4"
 ETCD_VERSION: Final = "v3.6.16"
 KWOK_VERSION: Final = "v0.8.0"
 HELM_VERSION: Final = "v3.22.0"
+# The kind provider's parts (see suanli.devenv.kindnode): kind itself, and the cluster add-ons
+# kubeadm and kind expect in a node image, at the versions kubeadm v1.34 asks for.
+KIND_VERSION: Final = "v0.33.0"
+COREDNS_VERSION: Final = "v1.12.1"
+LOCAL_PATH_PROVISIONER_VERSION: Final = "v0.0.30"
 Log = Callable[[str], None]
 
 # The oldest Go that builds every module above (their go.mod `go` lines).
@@ -136,6 +141,40 @@ HELM: Final = Component(
 
 COMPONENTS: Final = (ETCD, KUBERNETES, KWOK, HELM)
 
+# Only the kind provider needs these; the process-based federation never builds them.
+KUBERNETES_NODE: Final = Component(
+    name="kubernetes-node",
+    version=KUBERNETES_VERSION,
+    binaries={
+        "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+        "kubeadm": "k8s.io/kubernetes/cmd/kubeadm",
+        "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
+    },
+    wrapper_module="kubernetes-node",
+    ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
+    tags=("selinux", "notest"),
+)
+
+KIND: Final = Component(
+    name="kind",
+    version=KIND_VERSION,
+    binaries={"kind": "sigs.k8s.io/kind"},
+)
+
+COREDNS: Final = Component(
+    name="coredns",
+    version=COREDNS_VERSION,
+    binaries={"coredns": "github.com/coredns/coredns"},
+)
+
+LOCAL_PATH_PROVISIONER: Final = Component(
+    name="local-path-provisioner",
+    version=LOCAL_PATH_PROVISIONER_VERSION,
+    binaries={"local-path-provisioner": "github.com/rancher/local-path-provisioner"},
+)
+
+KIND_COMPONENTS: Final = (KUBERNETES_NODE, KIND, COREDNS, LOCAL_PATH_PROVISIONER)
+
 
 @dataclass(frozen=True)
 class Toolchain:
@@ -170,14 +209,19 @@ def toolchain_paths() -> Toolchain:
     )
 
 
-def ensure_toolchain(log: Log | None = None) -> Toolchain:
+def ensure_toolchain(log: Log | None = None, *, kind: bool = False) -> Toolchain:
     """Build whatever is missing or stale, reuse the rest; return the binaries' paths.
+
+    Args:
+        log: Where progress lines go (stderr by default).
+        kind: Also build what the kind provider needs (:data:`KIND_COMPONENTS`).
 
     Raises:
         UserFacingError: Go is missing or too old, or a module cannot be downloaded or built.
     """
     say = log or _print_progress
-    missing = [component for component in COMPONENTS if not _is_current(component)]
+    wanted = COMPONENTS + KIND_COMPONENTS if kind else COMPONENTS
+    missing = [component for component in wanted if not _is_current(component)]
     if missing:
         go = _check_go()
         started = time.monotonic()
