@@ -177,6 +177,13 @@ def ensure_engine(log: Log) -> DockerEngine:
     if found is not None:
         where = "started by suanli" if found.started_here else (found.host or "default socket")
         log(f"docker engine: using the running one ({where})")
+        if not found.started_here and lacks_capability(CAP_SYS_RESOURCE):
+            # A user's engine is never reconfigured; say what will fail, and why.
+            log(
+                "docker engine: warning: this machine lacks CAP_SYS_RESOURCE, so privileged "
+                "containers (kind's nodes) fail on an engine that runs runc directly; stop it "
+                "and let suanli start Debian's dockerd with its runc wrapper"
+            )
         return found
     dockerd = shutil.which("dockerd") or next(
         (p for p in ("/usr/sbin/dockerd", "/usr/bin/dockerd") if Path(p).exists()), None
