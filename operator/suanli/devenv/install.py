@@ -10,6 +10,7 @@ operator does on members in e2e is thereby done with exactly the rights that ide
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
@@ -98,14 +99,18 @@ def member_cluster(
     }
 
 
-def grant_hub_access(member: ClusterInfo) -> str:
+def grant_hub_access(member: ClusterInfo, server: str | None = None) -> str:
     """Apply the hub's identity on ``member`` (as its admin) and return the hub's kubeconfig
-    for it: the member's server, its CA and the identity's token (idempotent)."""
+    for it: the member's server, its CA and the identity's token (idempotent).
+
+    ``server`` is the member's API server as the hub reaches it, when that is not the address
+    this machine uses (in kind, the hub's pods reach a member by its node's name on the kind
+    network, which this machine cannot resolve)."""
     spec = member_access.AccessSpec()
     with api_client(member.kubeconfig) as admin:
         member_access.apply(admin, member_access.manifest(spec))
         token, ca_pem = member_access.read_token(admin, spec, timeout=TIMEOUTS.api_ready)
-        server = admin.configuration.host
+        server = server or admin.configuration.host
     return member_access.hub_kubeconfig(server=server, ca_pem=ca_pem, token=token, name=member.name)
 
 
@@ -132,13 +137,19 @@ def store_kubeconfig(api: client.ApiClient, member: str, kubeconfig: str) -> str
 
 
 def join_members(
-    api: client.ApiClient, members: list[ClusterInfo], prices: dict[str, str] | None = None
+    api: client.ApiClient,
+    members: list[ClusterInfo],
+    prices: dict[str, str] | None = None,
+    *,
+    servers: Mapping[str, str] | None = None,
 ) -> None:
     """For each member: the hub's identity on it, a Secret on the hub with the kubeconfig of
-    that identity, and a MemberCluster (idempotent)."""
+    that identity, and a MemberCluster (idempotent). ``servers``: members' API servers as the
+    hub reaches them, by name, where that differs from this machine's address."""
     custom = client.CustomObjectsApi(api)
     for member in members:
-        secret = store_kubeconfig(api, member.name, grant_hub_access(member))
+        server = (servers or {}).get(member.name)
+        secret = store_kubeconfig(api, member.name, grant_hub_access(member, server))
         _create_or_patch(
             lambda body: custom.create_cluster_custom_object(
                 GROUP, VERSION, "memberclusters", body

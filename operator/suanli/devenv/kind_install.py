@@ -187,14 +187,21 @@ def install_suanli(
 
 
 def join_members_internally(hub: client.ApiClient, members: list[ClusterInfo]) -> None:
-    """Join the members with the kubeconfigs that work from the hub's pods."""
-    internal = [
-        ClusterInfo(
-            **{**vars(member), "kubeconfig": member.internal_kubeconfig or member.kubeconfig}
-        )
+    """Join the members as the hub's pods reach them: the hub's identity is applied on each
+    member from this machine (its admin kubeconfig), and the hub's kubeconfig names the
+    member's API server by its address on the kind network."""
+    servers = {
+        member.name: _server_of(Path(member.internal_kubeconfig))
         for member in members
-    ]
-    install.join_members(hub, internal)
+        if member.internal_kubeconfig
+    }
+    install.join_members(hub, members, servers=servers)
+
+
+def _server_of(kubeconfig: Path) -> str:
+    """The server URL of a kubeconfig's first cluster."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    return str(config["clusters"][0]["cluster"]["server"])
 
 
 def operator_pods(hub: ClusterInfo) -> list[Any]:
