@@ -256,8 +256,15 @@ def test_refused_credentials_are_reported_as_such(
         )
         assert ready["status"] == "False"
         assert "401" in ready["message"] and "suanli member kubeconfig" in ready["message"]
-        reachable = condition(hub, "member-a", "Reachable")
-        assert reachable is not None and reachable["reason"] == MemberReason.CREDENTIALS_REFUSED
+        # Reachable follows from the probe, which may see the 401 a moment after the watches.
+        wait_for(
+            lambda: (
+                (c := condition(hub, "member-a", "Reachable")) is not None
+                and c["reason"] == MemberReason.CREDENTIALS_REFUSED
+            ),
+            timeout=TIMEOUTS.api_ready,
+            what="member-a's Reachable condition to say the credentials are refused",
+        )
     finally:
         install.store_kubeconfig(hub.api, "member-a", install.grant_hub_access(member.info))
     wait_for(

@@ -42,11 +42,25 @@ def _refused(hub: Cluster, namespace: str, body: dict[str, object]) -> str:
 
 
 def _webhook_answers(hub: Cluster, namespace: str) -> None:
-    """A job its voucher cannot pay for is refused with the operator's own message."""
+    """A job its voucher cannot pay for is refused with the operator's own message.
+
+    A pod just made Ready can take a moment to become the Service's endpoint in kube-proxy's
+    rules; until then the API server's call to the webhook is refused, and the write with it.
+    """
     custom = client.CustomObjectsApi(hub.api)
-    custom.create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "voucherquotas", voucher("small", "10.00")
-    )
+
+    def voucher_created() -> bool:
+        try:
+            custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, "voucherquotas", voucher("small", "10.00")
+            )
+        except ApiException as error:
+            if error.status == 500 and "connection refused" in str(error.body):
+                return False
+            raise
+        return True
+
+    wait_for(voucher_created, timeout=TIMEOUTS.api_ready, what="the webhook's Service to answer")
     message = _refused(hub, namespace, compute_job("too-dear", voucher_name="small", run_for="1h"))
     assert "small" in message and "short by 18.00 CNY" in message, message
 
