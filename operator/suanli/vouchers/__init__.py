@@ -7,12 +7,15 @@ and write what they return.
   (rounded up) and its actual charge (rounded half up), GPU-seconds.
 * :mod:`~suanli.vouchers.limits`: :func:`evaluate`, the admission decision with every failing
   limit and a message that says by how much.
-* :mod:`~suanli.vouchers.ledger`: the immutable :class:`Ledger` of one voucher (reserve, settle
-  exactly once, release) and its JSON form for the voucher's status.
+* :mod:`~suanli.vouchers.ledger`: the immutable :class:`Ledger` of one voucher, keyed by job
+  uid (reserve, charge each attempt once, close, fold) and its JSON form for the voucher's
+  status: the one module that changes money.
+* :mod:`~suanli.vouchers.usage`: what an ended attempt costs, from recorded facts, and its
+  UsageRecord.
 * :mod:`~suanli.vouchers.batch`: :func:`commit_batch`, deciding a voucher's queued requests
   together for one status write.
-* :mod:`~suanli.vouchers.recount`: :func:`recount`, releasing leaked holds by looking at the
-  ComputeJobs that exist; :func:`rebuild`, a ledger from job statuses alone.
+* :mod:`~suanli.vouchers.recount`: :func:`recount`, reconciling a ledger with the ComputeJobs
+  and usage records that exist; :func:`rebuild`, a ledger from job statuses and records.
 * :mod:`~suanli.vouchers.refusals`: :class:`RefusalReason` and :class:`Refusal`.
 
 The intended admission flow, per voucher::

@@ -1,11 +1,9 @@
-"""How jobs and vouchers are named inside the ledger: ``namespace/name``.
+"""How jobs and vouchers are named for people: ``namespace/name``.
 
-A job is keyed by namespace and name rather than uid, on purpose. The validating webhook
-reserves before the object is stored; when that create then fails and the tenant retries it,
-the retry carries a new uid but the same name, so a name key makes the second reservation the
-same reservation (idempotent) instead of a second hold that only the periodic recount would
-release. Names are unique among live objects, which is all the ledger needs: the entry of a
-deleted job is released or charged by its finalizer before the name can be reused.
+The ledger keys a job's entry by its uid (see :mod:`suanli.vouchers.ledger`): a job re-created
+under the same name is another job, and a create refused as AlreadyExists must never touch the
+entry of the job that holds the name. ``namespace/name`` is what messages, usage records and
+the ledger's ``job`` field show, and what a format-1 ledger keyed entries by.
 """
 
 from __future__ import annotations
