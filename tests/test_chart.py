@@ -48,7 +48,7 @@ HANDLERS = {
         "None",
         "Fail",
     ),
-    "computejob-finalizer": (MUTATING, "computejobs", ["CREATE"], "None", "Ignore"),
+    "computejob-defaults": (MUTATING, "computejobs", ["CREATE"], "None", "Ignore"),
 }
 
 
