@@ -143,6 +143,7 @@ class LeaseElector:
         self._seen: tuple[str, float] | None = None  # (resourceVersion, first seen, monotonic)
         self._record: LeaseRecord | None = None
         self._last_renewal = 0.0
+        self._written: dict[str, Any] | None = None  # the Lease as this process last wrote it
         self.leading = False
 
     @property
@@ -179,17 +180,24 @@ class LeaseElector:
                 announced = True
             await asyncio.sleep(self.settings.retry)
 
-    async def keep(self) -> None:
-        """Renew the Lease until renewing fails for the renew deadline; then return (the
-        caller must stop admitting at once)."""
+    async def keep(self) -> bool:
+        """Renew the Lease until renewing fails for the renew deadline, or it is released.
+
+        Returns True when leadership was lost (the caller must stop admitting at once), False
+        when :meth:`release` gave it up.
+        """
         loop = asyncio.get_running_loop()
         self._last_renewal = loop.time()
         while True:
             await asyncio.sleep(self.settings.retry)
+            if not self.leading:
+                return False
             try:
                 if await self._renew():
                     self._last_renewal = loop.time()
                     continue
+                if not self.leading:
+                    return False
                 logger.error("the admission lease was taken by %s", self._holder())
                 break
             except Exception as error:
@@ -203,6 +211,7 @@ class LeaseElector:
                 break
         self.leading = False
         metrics.ADMISSION_LEADER.set(0)
+        return True
 
     async def release(self, settled: bool) -> None:
         """Give the Lease up (graceful stop), saying whether holds are left in flight."""
@@ -233,7 +242,7 @@ class LeaseElector:
             body = await self.hub.get_lease(self.settings.namespace, self.settings.name)
         except NotFoundError:
             try:
-                await self.hub.create_lease(self._body(None, now, transitions=0))
+                self._written = await self.hub.create_lease(self._body(None, now, transitions=0))
             except ConflictError:
                 return None  # another candidate created it first
             return Takeover(None, now)
@@ -246,24 +255,31 @@ class LeaseElector:
             return None
         transitions = record.transitions + (record.holder != self.identity)
         try:
-            await self.hub.replace_lease(self._body(body, now, transitions=transitions))
+            self._written = await self.hub.replace_lease(
+                self._body(body, now, transitions=transitions)
+            )
         except ConflictError:
             return None
         previous = None if record.holder == self.identity else record
         return Takeover(previous, now)
 
     async def _renew(self) -> bool:
-        body = await self.hub.get_lease(self.settings.namespace, self.settings.name)
+        # One write per renewal: the Lease as we last wrote it, guarded by its resourceVersion;
+        # only a conflict (someone else wrote it) costs a read.
+        body = self._written
+        if body is None:
+            body = await self.hub.get_lease(self.settings.namespace, self.settings.name)
         record = LeaseRecord.from_body(body)
         self._record = record
         if record.holder != self.identity:
             return False
         try:
-            await self.hub.replace_lease(
+            self._written = await self.hub.replace_lease(
                 self._body(body, datetime.now(UTC), transitions=record.transitions)
             )
         except ConflictError:
-            return False
+            self._written = None  # read it afresh next time: still ours, or taken
+            raise
         return True
 
     def _body(

@@ -181,8 +181,12 @@ async def computejob_defaults(
 async def _quote(runtime: Runtime, data: dict[str, Any]) -> QuotedHold | None:
     """The hold the job would take, or None when it cannot be quoted (refused later)."""
     job, errors = parse(ComputeJob, data)
-    if job is None or errors or not job.metadata.uid:
+    if job is None or errors:
         return None
+    if not job.metadata.uid:
+        # The API server gives the job its uid after the mutating webhooks; the quote does
+        # not depend on it.
+        job.metadata.uid = "quote"
     found = await _find_voucher(runtime, job)
     if isinstance(found, str):
         return None

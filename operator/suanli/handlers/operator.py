@@ -289,9 +289,9 @@ async def _lead(
     lost = asyncio.Event()
 
     async def keep() -> None:
-        await elector.keep()
-        runtime.gate.close("this replica lost the admission lease")
-        lost.set()
+        if await elector.keep():
+            runtime.gate.close("this replica lost the admission lease")
+            lost.set()
 
     keeper = asyncio.create_task(keep())
     try:
