@@ -45,7 +45,14 @@ ANNOTATION_PREFIX = "suanli.io"
 class _TLS:
     certfile: Path
     keyfile: Path
-    ca_pem: bytes
+    cafile: Path  # the CA for the webhook configurations' caBundle (the certificate itself
+    # when there is no ca.crt: a self-signed one)
+
+
+CERT_CHECK_INTERVAL = 10.0
+"""Seconds between reads of the webhook's certificate files: a renewed certificate (cert-manager
+rewrites the Secret's files in place) is served within this long, without a restart, and the
+webhook configurations the operator manages get the new CA."""
 
 
 def _webhook_tls(options: OperatorOptions) -> _TLS:
@@ -56,7 +63,7 @@ def _webhook_tls(options: OperatorOptions) -> _TLS:
         hosts = tuple(dict.fromkeys((options.webhook_host, "127.0.0.1", "localhost")))
         generate_webhook_certificates(directory, hosts=hosts)
         logger.info("generated a webhook certificate for %s in %s", ", ".join(hosts), directory)
-    return _TLS(cert, key, ca.read_bytes() if ca.exists() else cert.read_bytes())
+    return _TLS(cert, key, ca if ca.exists() else cert)
 
 
 @kopf.on.login()
@@ -137,7 +144,8 @@ def build_settings(options: OperatorOptions, tls: _TLS) -> kopf.OperatorSettings
         port=options.webhook_port,
         certfile=str(tls.certfile),
         pkeyfile=str(tls.keyfile),
-        cadata=tls.ca_pem,
+        cafile=str(tls.cafile),
+        file_check_interval=CERT_CHECK_INTERVAL,
     )
     settings.admission.managed = options.managed_webhook_config
     return settings
