@@ -1,5 +1,5 @@
 """What the benchmarks share: Prometheus metrics of API servers and of the operator, quantiles,
-and the operator process's CPU and memory as the kernel counts them.
+the operator process's CPU and memory as the kernel counts them, logging and bounded waits.
 
 Benchmarks run as scripts (``.venv/bin/python benchmarks/NAME.py``), so this module is
 imported as ``_common`` from the script's own directory.
@@ -8,8 +8,9 @@ imported as ``_common`` from the script's own directory.
 from __future__ import annotations
 
 import math
+import time
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -22,6 +23,36 @@ REQUEST_METRIC: Final = "apiserver_request"  # apiserver_request_total, as the p
 
 Buckets = dict[float, float]
 Labels = tuple[tuple[str, str], ...]
+
+
+# --- logging and waiting --------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def wait_until(
+    probe: Callable[[], bool],
+    timeout: float,
+    what: str,
+    progress: Callable[[], object] | None = None,
+) -> bool:
+    """Poll ``probe`` until true or ``timeout``; says so either way (never raises)."""
+    started = time.monotonic()
+    deadline, said = started + timeout, started
+    while True:
+        if probe():
+            return True
+        now = time.monotonic()
+        if now >= deadline:
+            log(f"gave up after {timeout:.0f}s waiting for {what}")
+            return False
+        if now - said >= 15:
+            state = f": {progress()}" if progress is not None else ""
+            log(f"... still waiting for {what} ({now - started:.0f}s){state}")
+            said = now
+        time.sleep(0.25)
 
 
 # --- scraping ---------------------------------------------------------------------------------

@@ -109,6 +109,7 @@ def operator(
         # Short, so a rotated member kubeconfig is picked up within seconds.
         "--kubeconfig-check-interval",
         "2",
+        *LEASE_ARGS,
     )
     process.start()
     _SESSION_OPERATORS.append(process)
@@ -129,6 +130,8 @@ def operator(
         print(process.log()[-3000:])
 
 
+LEASE_ARGS = ("--lease-duration", "4", "--lease-renew-deadline", "3", "--lease-retry", "1")
+"""Short admission Lease timings, so a replica takes over from a killed one within seconds."""
 _SESSION_OPERATORS: list[OperatorProcess] = []
 SESSION_WEBHOOK = "suanli.io"  # the webhook configurations `suanli run` manages
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import ssl
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -17,9 +19,13 @@ from e2e.tenant import GROUP, VERSION, compute_job, tenant_identity, voucher
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.waiting import TIMEOUTS, wait_for
 from suanli.handlers.computejob import FINALIZER
+from suanli.options import OperatorOptions
+from suanli.vouchers.holds import HOLD_ANNOTATION
 
 # The most any test job can cost per GPU-hour: the H100 price of install.DEFAULT_PRICES.
 TOP_PRICE = Decimal("28.00")
+# The session operator's: the timeout of the webhook configurations it manages.
+WEBHOOK_TIMEOUT = OperatorOptions().webhook_timeout
 
 
 def job(name: str, voucher_name: str, gpus: int = 1, **spec: Any) -> dict[str, Any]:
@@ -238,3 +244,70 @@ def test_webhook_down_refuses_and_recount_restores_the_ledger(
     assert after["reserved"] == before
     jobs = {entry["job"] for entry in after["ledger"]["entries"]}
     assert jobs == {f"{api.namespace}/kept-{index}" for index in range(3)}
+
+
+def _post_review(operator: OperatorProcess, review: dict[str, Any]) -> dict[str, Any]:
+    """POST an AdmissionReview straight to the operator's validating webhook, as a process
+    inside the hub's network could, bypassing the API server."""
+    context = ssl.create_default_context(cafile=str(operator.workdir / "certs" / "ca.crt"))
+    request = urllib.request.Request(
+        f"https://127.0.0.1:{operator.webhook_port}/computejob-admission",
+        data=json.dumps(review).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+    return answer
+
+
+def test_a_review_posted_straight_to_the_webhook_costs_nothing_once_its_time_is_up(
+    api: Api, operator: OperatorProcess
+) -> None:
+    # Affords one job. The forged review carries exactly the hold suanli quotes.
+    api.create("voucherquotas", voucher("forged", f"{TOP_PRICE:.2f}"))
+    wait_reserved(api, "forged", Decimal(0), "the voucher's status")
+    body = job("ghost", "forged")
+    hold = json.dumps(
+        {"amount": f"{TOP_PRICE:.2f}", "gpus": 1, "voucher": "forged"},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    body["metadata"].update(
+        namespace=api.namespace, uid="forged-0000-0000", annotations={HOLD_ANNOTATION: hold}
+    )
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "review-forged",
+            "kind": {"group": GROUP, "version": VERSION, "kind": "ComputeJob"},
+            "resource": {"group": GROUP, "version": VERSION, "resource": "computejobs"},
+            "operation": "CREATE",
+            "namespace": api.namespace,
+            "name": "ghost",
+            "object": body,
+            "dryRun": False,
+            "userInfo": {"username": "intruder"},
+        },
+    }
+    answer = _post_review(operator, review)
+    assert answer["response"]["allowed"] is True, answer
+    # The forged hold counts while its job might still be on the way: a real job is refused...
+    message = refusal(lambda: api.create("computejobs", job("real", "forged")))
+    assert "short by" in message, message
+    # ...and it never reaches the voucher's recorded status.
+    assert Decimal(api.status("forged").get("reserved", "0")) == 0
+
+    # Once the webhook timeout has passed without a job of that uid, the hold is dropped.
+    def admitted() -> bool:
+        try:
+            api.create("computejobs", job("real", "forged"))
+        except ApiException as error:
+            assert error.status == 403, error
+            return False
+        return True
+
+    wait_for(admitted, timeout=WEBHOOK_TIMEOUT + TIMEOUTS.condition_stable, what="the drop")
+    status = wait_reserved(api, "forged", TOP_PRICE, "the real job's hold alone")
+    assert [entry["job"] for entry in status["ledger"]["entries"]] == [f"{api.namespace}/real"]

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from suanli.api.crdgen import generate as generate_crds
 from suanli.devenv.toolchain import KUBERNETES_VERSION, toolchain_paths
+from suanli.leadership import LEADER_LABEL
 from suanli.rbac import OPERATOR_ROLE, WEBHOOK_MANAGER_ROLE, chart_roles
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +49,7 @@ HANDLERS = {
         "None",
         "Fail",
     ),
-    "computejob-finalizer": (MUTATING, "computejobs", ["CREATE"], "None", "Ignore"),
+    "computejob-defaults": (MUTATING, "computejobs", ["CREATE"], "None", "Ignore"),
 }
 
 
@@ -182,7 +183,10 @@ def test_the_default_install_is_the_hub() -> None:
         "CustomResourceDefinition/voucherquotas.suanli.io",
         "Deployment/suanli-operator",
         "MutatingWebhookConfiguration/suanli-admission",
+        "PodDisruptionBudget/suanli-operator",
+        "Role/suanli-operator-leader",
         "Role/suanli-operator-secrets",
+        "RoleBinding/suanli-operator-leader",
         "RoleBinding/suanli-operator-secrets",
         "Secret/suanli-webhook-tls",
         "Service/suanli-metrics",
@@ -245,7 +249,9 @@ def test_cluster_roles_are_those_of_rbac_py() -> None:
         rules = list(rendered["rules"])
         if name == OPERATOR_ROLE:
             # The Secret rule moves to Roles, one per namespace that holds kubeconfigs.
-            secret_roles = [d for d in docs if d["kind"] == "Role"]
+            # The Lease and pod rules move to one Role in the release namespace.
+            roles = [d for d in docs if d["kind"] == "Role"]
+            secret_roles = [r for r in roles if r["metadata"]["name"].endswith("-secrets")]
             assert sorted(r["metadata"]["namespace"] for r in secret_roles) == [
                 "member-secrets",
                 NAMESPACE,
@@ -253,6 +259,7 @@ def test_cluster_roles_are_those_of_rbac_py() -> None:
             for secret_role in secret_roles:
                 assert all(r["resources"] == ["secrets"] for r in secret_role["rules"])
             rules += secret_roles[0]["rules"]
+            rules += find(docs, "Role", "suanli-operator-leader")["rules"]
         assert _canonical(rules) == _canonical(role["rules"]), name
 
 
@@ -274,8 +281,26 @@ def test_the_chart_grants_no_webhook_configuration_writes(
 
 def test_the_operator_reads_secrets_by_name_only() -> None:
     docs = render(rbac__secretNamespaces=["member-secrets"])
-    for role in (d for d in docs if d["kind"] == "Role"):
+    roles = [d for d in docs if d["kind"] == "Role"]
+    for role in (r for r in roles if r["metadata"]["name"] == "suanli-operator-secrets"):
         assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+
+
+def test_the_lease_and_the_leader_label_are_granted_in_the_release_namespace_only() -> None:
+    docs = render(rbac__secretNamespaces=["member-secrets"])
+    role = find(docs, "Role", "suanli-operator-leader")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        },
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]},
+    ]
+    cluster_role = find(docs, "ClusterRole", OPERATOR_ROLE)
+    resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
+    assert not resources & {"leases", "pods", "secrets"}
 
 
 def test_the_operator_is_bound_to_its_roles_through_its_service_account() -> None:
@@ -289,10 +314,12 @@ def test_the_operator_is_bound_to_its_roles_through_its_service_account() -> Non
     assert binding["subjects"] == [subject]
     for role_binding in (d for d in docs if d["kind"] == "RoleBinding"):
         assert role_binding["subjects"] == [subject]
+        name = role_binding["metadata"]["name"]
+        assert name in ("suanli-operator-secrets", "suanli-operator-leader")
         assert role_binding["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "Role",
-            "name": "suanli-operator-secrets",
+            "name": name,
         }
 
 
@@ -335,10 +362,37 @@ def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def test_the_operator_runs_once_and_is_replaced_not_rolled() -> None:
-    spec = find(render(), "Deployment")["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+def test_two_replicas_roll_one_at_a_time_and_the_webhook_routes_to_the_leader() -> None:
+    docs = render()
+    spec = find(docs, "Deployment")["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    budget = find(docs, "PodDisruptionBudget")["spec"]
+    assert budget["minAvailable"] == 1
+    assert budget["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    selector = find(docs, "Service", "suanli-webhook")["spec"]["selector"]
+    assert selector == {**spec["selector"]["matchLabels"], LEADER_LABEL: "true"}
+    env = {e["name"]: e.get("valueFrom") for e in _container(docs)["env"]}
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+
+
+def test_the_lease_timings_and_the_webhook_timeout_reach_the_operator() -> None:
+    docs = render(operator__lease__duration=20, webhook__timeoutSeconds=7)
+    args = _container(docs)["args"]
+    assert "--lease-duration=20" in args
+    assert "--lease-name=suanli-admission" in args
+    assert "--webhook-timeout=7" in args
+    webhooks = find(docs, VALIDATING)["webhooks"]
+    assert {hook["timeoutSeconds"] for hook in webhooks} == {7}
+
+
+def test_the_disruption_budget_can_be_left_out() -> None:
+    docs = render(operator__podDisruptionBudget__enabled=False)
+    assert "PodDisruptionBudget" not in {doc["kind"] for doc in docs}
 
 
 def test_the_operator_is_locked_down() -> None:
@@ -377,13 +431,15 @@ def test_the_operator_arguments_match_its_ports_and_probes() -> None:
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"webhook": 9999, "metrics": 9100, "health": 8181}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert container["readinessProbe"]["tcpSocket"] == {"port": "webhook"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     service = find(docs, "Service", "suanli-webhook")
     assert service["spec"]["ports"][0]["targetPort"] == "webhook"
     metrics = find(docs, "Service", "suanli-metrics")
     assert metrics["spec"]["ports"][0]["targetPort"] == "metrics"
     selector = find(docs, "Deployment")["spec"]["selector"]["matchLabels"]
-    assert service["spec"]["selector"] == selector == metrics["spec"]["selector"]
+    # Metrics come from every replica; admission reviews go to the leader alone.
+    assert metrics["spec"]["selector"] == selector
+    assert service["spec"]["selector"] == {**selector, LEADER_LABEL: "true"}
 
 
 def test_extra_arguments_and_image() -> None:
@@ -712,7 +768,7 @@ def _covered_by_a_documented_parent(entries: list[tuple[int, str, bool]], index:
 
 WRONG_VALUES = [
     ("webhook:\n  port: '9443'\n", "at '/webhook/port': got string, want integer"),
-    ("operator:\n  replicas: 2\n", "additional properties 'replicas' not allowed"),
+    ("operator:\n  replicas: 0\n", "minimum: got 0, want 1"),
     ("operator:\n  resources: small\n", "at '/operator/resources': got string, want object"),
     (
         "webhook:\n  certificate:\n    source: vault\n",

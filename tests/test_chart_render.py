@@ -42,10 +42,12 @@ def test_generation_is_deterministic() -> None:
 
 
 def test_the_operator_rules_are_split_without_loss() -> None:
-    cluster, secrets = chart_render.operator_rules_split()
+    cluster, secrets, leader = chart_render.operator_rules_split()
     assert secrets, "rbac.py grants the operator Secrets: the chart grants them per namespace"
     assert all(rule["resources"] == ["secrets"] for rule in secrets)
-    assert sorted(map(str, cluster + secrets)) == sorted(map(str, operator_role()["rules"]))
+    assert sorted(rule["resources"][0] for rule in leader) == ["leases", "pods"]
+    everything = cluster + secrets + leader
+    assert sorted(map(str, everything)) == sorted(map(str, operator_role()["rules"]))
 
 
 def test_the_rules_template_names_every_role() -> None:
@@ -59,7 +61,8 @@ def test_the_rules_template_names_every_role() -> None:
         block = text[start:].split("\n", 1)[1].split("{{- end -}}", 1)[0]
         rules = yaml.safe_load(block)
         if key == "operator":
-            rules += chart_render.operator_rules_split()[1]
+            _, secrets, leader = chart_render.operator_rules_split()
+            rules += secrets + leader
         assert sorted(map(str, rules)) == sorted(map(str, role["rules"]))
 
 

@@ -46,10 +46,16 @@ def test_the_operator_reads_secrets_one_by_one_and_nothing_it_does_not_call() ->
     for verb in ("list", "watch", "create", "update", "patch", "delete"):
         assert not _allowed(role, "secrets", verb)
     # Trimmed: Kopf runs cluster-wide (no namespace observation), Events are created once,
-    # and neither Kopf nor suanli takes leases.
+    # the admission Lease is read, made and renewed but never listed or deleted, and the
+    # leader's pod is labelled, never read, created or deleted.
     assert not _allowed(role, "namespaces", "list")
     assert not _allowed(role, "events", "patch")
-    assert not _allowed(role, "leases", "create")
+    assert _allowed(role, "leases", "update")
+    assert not _allowed(role, "leases", "list")
+    assert not _allowed(role, "leases", "delete")
+    assert _allowed(role, "pods", "patch")
+    for verb in ("get", "list", "create", "delete"):
+        assert not _allowed(role, "pods", verb)
     groups = {group for rule in role["rules"] for group in rule["apiGroups"]}
     assert "events.k8s.io" not in groups
     assert "admissionregistration.k8s.io" not in groups

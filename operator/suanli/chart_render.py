@@ -53,12 +53,21 @@ def is_secret_rule(rule: dict[str, Any]) -> bool:
     return bool(rule["apiGroups"] == [""] and rule["resources"] == ["secrets"])
 
 
-def operator_rules_split() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The operator role's rules: (cluster-wide ones, Secret ones granted per namespace)."""
+def is_leader_rule(rule: dict[str, Any]) -> bool:
+    """The operator's rules on its Lease and its own pod: granted in the release namespace."""
+    return rule["resources"] in (["leases"], ["pods"])
+
+
+def operator_rules_split() -> tuple[
+    list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]
+]:
+    """The operator role's rules: (cluster-wide ones, Secret ones granted per namespace, Lease
+    and pod ones granted in the release namespace)."""
     rules: list[dict[str, Any]] = operator_role()["rules"]
     return (
-        [rule for rule in rules if not is_secret_rule(rule)],
+        [rule for rule in rules if not is_secret_rule(rule) and not is_leader_rule(rule)],
         [rule for rule in rules if is_secret_rule(rule)],
+        [rule for rule in rules if is_leader_rule(rule)],
     )
 
 
@@ -90,8 +99,9 @@ def render_rules() -> str:
         key = _template_key(name)
         rules: list[dict[str, Any]] = role["rules"]
         if name == OPERATOR_ROLE:
-            rules, secret_rules = operator_rules_split()
+            rules, secret_rules, leader_rules = operator_rules_split()
             parts.append(_define("suanli.rbac.operatorSecrets.rules", _rules_yaml(secret_rules)))
+            parts.append(_define("suanli.rbac.operatorLeader.rules", _rules_yaml(leader_rules)))
         parts.append(_define(f"suanli.rbac.{key}.name", name))
         description = role["metadata"]["annotations"]["suanli.io/description"]
         parts.append(_define(f"suanli.rbac.{key}.description", description))

@@ -110,6 +110,11 @@ def _custom_path(plural: str, namespace: str | None, name: str | None = None) ->
     return path
 
 
+def _lease_path(namespace: str, name: str | None = None) -> str:
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{quote(namespace, safe='')}/leases"
+    return path if name is None else f"{path}/{quote(name, safe='')}"
+
+
 def _ssl_context(configuration: client.Configuration) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
     if configuration.cert_file:
@@ -275,6 +280,29 @@ class Hub:
         secret = await self._request("GET", path, "secrets")
         data: dict[str, str] = secret.get("data") or {}
         return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+    # --- leadership ---------------------------------------------------------------------------
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any]:
+        """A coordination.k8s.io Lease."""
+        return await self._request("GET", _lease_path(namespace, name), "leases")
+
+    async def create_lease(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a Lease; ConflictError when one of that name exists."""
+        namespace = body["metadata"]["namespace"]
+        return await self._request("POST", _lease_path(namespace), "leases", body=body)
+
+    async def replace_lease(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace a Lease; ``body.metadata.resourceVersion`` is a precondition (ConflictError)."""
+        metadata = body["metadata"]
+        path = _lease_path(metadata["namespace"], metadata["name"])
+        return await self._request("PUT", path, "leases", body=body)
+
+    async def label_pod(self, namespace: str, name: str, labels: Mapping[str, str | None]) -> None:
+        """Set (or, with None, remove) labels of a pod: a JSON merge patch."""
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}"
+        patch = {"metadata": {"labels": dict(labels)}}
+        await self._request("PATCH", path, "pods", body=patch, content_type=MERGE_PATCH)
 
     # --- events -------------------------------------------------------------------------------
 

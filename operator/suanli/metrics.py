@@ -17,7 +17,7 @@ ADMISSION_DECISIONS: Final = Counter(
 )
 ADMISSION_SECONDS: Final = Histogram(
     "suanli_admission_duration_seconds",
-    "Time to decide one ComputeJob admission inside the operator, reservation write included.",
+    "Time to decide one ComputeJob admission inside the operator (no API write on its path).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 VOUCHER_RESERVED: Final = Gauge(
@@ -100,4 +100,21 @@ CHARGES: Final = Counter(
     "suanli_charged_amount_total",
     "Money charged to vouchers through usage records, by currency.",
     ["currency"],
+)
+ADMISSION_LEADER: Final = Gauge(
+    "suanli_admission_leader",
+    "1 on the replica that holds the admission Lease (it admits and runs the controllers), else 0.",
+)
+ADMISSION_PENDING_HOLDS: Final = Gauge(
+    "suanli_admission_pending_holds",
+    "Holds admitted for ComputeJobs not yet seen stored (dropped at the webhook timeout).",
+)
+VOUCHER_WRITE_BEHIND_PENDING: Final = Gauge(
+    "suanli_voucher_write_behind_pending",
+    "Vouchers whose status write is waiting behind a change of their in-memory ledger.",
+)
+ADMISSION_HOLDS_DROPPED: Final = Counter(
+    "suanli_admission_holds_dropped_total",
+    "Admitted holds dropped because their ComputeJob was never stored (a failed create, or a "
+    "review posted straight to the webhook).",
 )

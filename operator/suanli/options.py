@@ -39,11 +39,21 @@ class OperatorOptions:
     kubeconfig_check_seconds: float = 15.0
     # Placements per job before it fails for good.
     max_attempts: int = 3
-    # Peering: None runs standalone; a name joins that peering group with `priority`.
-    peering: str | None = None
-    priority: int = 0
-    # Seconds a replica's peering record stays valid: a standby takes over at most this long
-    # after the active replica stops renewing it.
-    peering_lifetime: int = 60
+    # Seconds the API server waits for a webhook's answer (the webhook configuration's
+    # timeoutSeconds: Kopf writes 30 into the ones it manages, the chart its own value). A hold
+    # whose job is not stored this long after admission is dropped, and a new admission leader
+    # waits this long for the holds its predecessor admitted.
+    webhook_timeout: float = 30.0
+    # The admission Lease (see suanli.leadership): only its holder admits and runs the
+    # controllers. Its namespace defaults to $POD_NAMESPACE, else suanli-system.
+    lease_namespace: str = "suanli-system"
+    lease_name: str = "suanli-admission"
+    lease_duration: float = 15.0
+    lease_renew_deadline: float = 10.0
+    lease_retry: float = 2.0
+    # This replica's pod ($POD_NAME, $POD_NAMESPACE): the leader labels it so that the chart's
+    # webhook Service selects the leader alone. None outside a cluster.
+    pod_name: str | None = None
+    pod_namespace: str | None = None
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"

@@ -106,8 +106,11 @@ def operator_role() -> dict[str, Any]:
             _rule("", ("events",), ("create",)),
             # Kopf follows CRDs to learn when its resources appear or change.
             _rule("apiextensions.k8s.io", ("customresourcedefinitions",), READ),
-            # Peering between replicas (Kopf's own resources).
-            _rule("kopf.dev", ("clusterkopfpeerings", "kopfpeerings"), (*READ, "patch")),
+            # The admission Lease (suanli.leadership): read, made once, renewed. The chart
+            # grants this and the next rule in its own namespace only, with a Role.
+            _rule("coordination.k8s.io", ("leases",), ("get", "create", "update")),
+            # The leader labels its own pod, for the webhook Service's selector.
+            _rule("", ("pods",), ("patch",)),
         ],
         "What the suanli operator needs on the hub.",
     )

@@ -201,9 +201,12 @@ class FollowUp:
                     )
                     failing = described
                 await self.sleep(delay)
-        await self.events.event(
-            tracked.identity.reference(), reason=reason, message=text, warning=not succeeded
-        )
+        if not succeeded:
+            # A success is in the Finished condition and the usage record; a failure also
+            # warns in an Event, which alerting and `kubectl get events` pick up.
+            await self.events.event(
+                tracked.identity.reference(), reason=reason, message=text, warning=True
+            )
         self.book.retire(tracked)
         self.dispatching.withdraw(tracked.key)
         self.dispatching.kick()

@@ -242,7 +242,11 @@ class Placement:
             return  # deleted meanwhile: its finalizer has run, so nothing may start it now
         identity = tracked.identity
         logger.info("dispatching %s/%s: %s", identity.namespace, identity.name, summary)
-        await self.events.event(identity.reference(), reason=JobReason.PLACED, message=summary)
+        if len(status.attempts) > 1:
+            # A move is history the Dispatched condition (which says where the job is now)
+            # overwrites: an Event keeps it. A first placement is in the condition alone, an
+            # Event per job fewer to write.
+            await self.events.event(identity.reference(), reason=JobReason.PLACED, message=summary)
         await self.launch(tracked, link, job)
 
 

@@ -55,6 +55,9 @@ class OperatorProcess:
     """Start, stop and kill one `suanli run` process; its log goes to ``log_path``."""
 
     START_TIMEOUT = 60.0
+    # Taking over from a leader that died (SIGKILL) waits for its Lease to expire and then out
+    # the webhook timeout (30 s in the configurations `suanli run` manages).
+    TAKEOVER_TIMEOUT = 120.0
 
     def __init__(
         self, kubeconfig: str, workdir: Path, *extra_args: str, detached: bool = False
@@ -71,7 +74,9 @@ class OperatorProcess:
         self.log_path = workdir / "operator.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, *, admitting: bool = True) -> None:
+        """Start the process; return once it admits ComputeJobs (it leads, with its ledgers
+        rebuilt), or with ``admitting=False`` once it is live (e.g. a replica standing by)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         command = [
@@ -103,13 +108,31 @@ class OperatorProcess:
         if self.detached:
             (self.workdir / PID_FILE).write_text(str(self.process.pid))
         wait_for(self._healthy, timeout=self.START_TIMEOUT, what="the operator to be live")
+        if admitting:
+            self.wait_admitting()
+
+    def wait_admitting(self, timeout: float | None = None) -> None:
+        """Wait until this process admits ComputeJobs."""
+        wait_for(
+            lambda: self._probe("/admitting"),
+            timeout=timeout or self.TAKEOVER_TIMEOUT,
+            what="the operator to admit",
+        )
+
+    @property
+    def admitting(self) -> bool:
+        """Whether this process admits ComputeJobs now."""
+        return self._probe("/admitting")
 
     def _healthy(self) -> bool:
+        return self._probe("/healthz")
+
+    def _probe(self, path: str) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise AssertionError(f"the operator exited ({self.process.returncode}):\n{self.log()}")
         try:
             with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.health_port}/healthz", timeout=1
+                f"http://127.0.0.1:{self.health_port}{path}", timeout=1
             ) as response:
                 return bool(response.status == 200)
         except OSError:

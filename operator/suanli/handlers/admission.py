@@ -1,22 +1,28 @@
-"""Validating admission: a ComputeJob its voucher cannot pay for is refused at `kubectl apply`.
+"""Admission: a ComputeJob its voucher cannot pay for is refused at `kubectl apply`.
 
-For a new ComputeJob the webhook validates the object, finds its voucher, prices the worst case,
-checks every limit and commits the hold on the voucher's ledger before it answers; only then
-may the API server store the job. The webhook configuration fails closed (failurePolicy Fail):
-with the operator down, jobs are refused, never admitted unchecked. It is also persistent, so
-Kopf leaves it in place when the operator stops. Dry-run requests are checked but reserve
-nothing (the webhook declares sideEffects NoneOnDryRun).
+For a new ComputeJob, the mutating step quotes the job's hold (voucher, worst case, GPUs) into
+its annotation (:mod:`suanli.vouchers.holds`) and gives it the operator's finalizer. The
+validating step then validates the object, finds its voucher, prices the worst case again,
+checks every limit against the voucher's ledger in memory (:mod:`suanli.vouchers.book`) and,
+when the job is covered and carries exactly that quote, takes the hold there before it
+answers: no API write on the way. The annotation is stored with the job in the API server's
+own write, so a stored job proves its hold; the voucher's status follows behind.
 
-A mutating step gives every new ComputeJob the operator's finalizer as it is stored (see
-:func:`computejob_finalizer`). VoucherQuota and MemberCluster creates and updates get the
-semantic checks their schemas cannot express. After admission, the parts of a ComputeJob's spec
-that decide its cost or placement cannot change.
+Only the admission leader admits (see :mod:`suanli.leadership`); a replica that does not lead,
+or is still taking over, refuses with a message to retry. The webhook configuration fails
+closed (failurePolicy Fail): with the operator down, jobs are refused, never admitted unchecked.
+It is also persistent, so Kopf leaves it in place when the operator stops. Dry-run requests
+are checked but hold nothing (the webhook declares sideEffects NoneOnDryRun).
+
+VoucherQuota and MemberCluster creates and updates get the semantic checks their schemas cannot
+express. After admission, the parts of a ComputeJob's spec that decide its cost or placement,
+and its hold annotation, cannot change.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import kopf
@@ -29,10 +35,12 @@ from suanli.api.meta import API_VERSION, GROUP, VERSION
 from suanli.api.reasons import VoucherConditionType
 from suanli.api.validation import format_errors, parse
 from suanli.handlers.computejob import FINALIZER
+from suanli.handlers.ledger_writer import VoucherGoneError
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.voucher_cache import ParsedVoucher, parse_voucher
 from suanli.kube import NotFoundError
-from suanli.vouchers.limits import Refused, evaluate
+from suanli.vouchers.holds import HOLD_ANNOTATION, QuotedHold, read_hold
+from suanli.vouchers.limits import Allowed, Refused, evaluate, quote
 from suanli.vouchers.pricing import offers_from_members
 
 # The only spec field a tenant may change once the job is admitted: it reorders the queue and
@@ -41,9 +49,9 @@ MUTABLE_SPEC_FIELDS: Final = frozenset({"priority"})
 DENIED: Final = "AdmissionDenied"
 
 
-def _deny(message: str, reason: str) -> kopf.AdmissionError:
+def _deny(message: str, reason: str, code: int = 403) -> kopf.AdmissionError:
     metrics.ADMISSION_DECISIONS.labels("refused", reason).inc()
-    return kopf.AdmissionError(message, code=403)
+    return kopf.AdmissionError(message, code=code)
 
 
 def _object(body: kopf.Body, namespace: str | None) -> dict[str, Any]:
@@ -92,51 +100,105 @@ async def computejob_create(
 ) -> None:
     started = time.monotonic()
     runtime: Runtime = memo.runtime
+    if not runtime.gate.is_open:
+        raise _deny(runtime.gate.refusal, "NotLeader", code=503)
     job = _valid_computejob(_object(body, namespace))
     found = await _find_voucher(runtime, job)
-    voucher, ledger, voucher_body = found.voucher, found.ledger, found.body
+    if isinstance(found, str):
+        raise _deny(found, "VoucherNotFound")
+    voucher, voucher_body = found.voucher, found.body
+    key = (voucher.metadata.namespace or "", voucher.metadata.name or "")
+    try:
+        await runtime.ledger_writer(*key).load()
+    except VoucherGoneError:
+        raise _deny(_missing_voucher(*key), "VoucherNotFound") from None
     members = [MemberCluster.model_validate(m) for m in runtime.members.values()]
     now = datetime.now(UTC)
+    # From here to the hold no await: no other request can take what this one is judged on.
+    ledger = runtime.book.ledger(key)
+    if ledger is None or not runtime.gate.is_open:
+        raise _deny(runtime.gate.refusal, "NotLeader", code=503)
     decision = evaluate(job, voucher, offers_from_members(members), ledger, now)
     if isinstance(decision, Refused):
         await _record_denial(runtime, voucher_body, job, decision.message)
         raise _deny(decision.message, decision.reason)
+    quoted = _hold_of(key[1], decision)
+    if read_hold(job.metadata.annotations) != quoted:
+        raise _deny(
+            f"metadata.annotations[{HOLD_ANNOTATION}]: the job does not carry the hold suanli "
+            f"quotes for it ({quoted.annotation()}): the price or the voucher "
+            "changed while it was admitted, or the annotation was not set by suanli",
+            "QuoteChanged",
+            code=409,
+        )
     if dryrun:
         metrics.ADMISSION_DECISIONS.labels("admitted-dry-run", "").inc()
         return
-    writer = runtime.ledger_writer(voucher.metadata.namespace or "", voucher.metadata.name or "")
-    committed = await writer.reserve(decision.request)
-    if not committed.admitted:
-        # Another request took what this one needed between our read and the commit.
-        await _record_denial(runtime, voucher_body, job, committed.message)
-        raise _deny(committed.message, committed.reason or "Refused")
+    deadline = now + timedelta(seconds=runtime.options.webhook_timeout)
+    held = runtime.book.admit(key, decision.request, deadline)
+    if not held.admitted:  # the same ledger as evaluate's: only a repeated uid gets here
+        raise _deny(held.message, held.reason or "Refused")
     metrics.ADMISSION_DECISIONS.labels("admitted", "").inc()
     metrics.ADMISSION_SECONDS.observe(time.monotonic() - started)
+
+
+def _hold_of(voucher: str, decision: Allowed) -> QuotedHold:
+    return QuotedHold(voucher, decision.request.amount, decision.request.gpus)
 
 
 @kopf.on.mutate(
     GROUP,
     VERSION,
     "computejobs",
-    id="computejob-finalizer",
+    id="computejob-defaults",
     operations=["CREATE"],
     persistent=True,
     ignore_failures=True,
 )
-async def computejob_finalizer(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    """A new ComputeJob is stored with the operator's finalizer already on it.
+async def computejob_defaults(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, namespace: str | None, **_: Any
+) -> None:
+    """A new ComputeJob is stored with the operator's finalizer and its quoted hold.
 
-    Otherwise the operator adds it once the job is stored: one more write per job, through the
-    webhooks again, and a round trip before the job can be dispatched. This step fails open
-    (failurePolicy Ignore): it only saves that write, and the operator still adds the finalizer
-    to any job stored without it. The validating webhook, which fails closed, runs after it.
+    The finalizer: otherwise the operator adds it once the job is stored, one more write per
+    job. The hold (see :mod:`suanli.vouchers.holds`): the validating step admits the job only
+    if it carries exactly the hold that step quotes; whatever a tenant wrote there is
+    replaced, and a job that cannot be quoted gets none (the validating step then says why).
+    This step fails open (failurePolicy Ignore): a job that passes it unchanged lacks the
+    annotation, and the validating webhook, which fails closed, refuses it.
     """
-    finalizers = list((body.get("metadata") or {}).get("finalizers") or [])
+    metadata = body.get("metadata") or {}
+    finalizers = list(metadata.get("finalizers") or [])
     if FINALIZER not in finalizers:
         patch.metadata["finalizers"] = [*finalizers, FINALIZER]
+    hold = await _quote(memo.runtime, _object(body, namespace))
+    current = (metadata.get("annotations") or {}).get(HOLD_ANNOTATION)
+    wanted = hold.annotation() if hold is not None else None
+    if current != wanted:
+        patch.metadata.setdefault("annotations", {})[HOLD_ANNOTATION] = wanted
 
 
-async def _find_voucher(runtime: Runtime, job: ComputeJob) -> ParsedVoucher:
+async def _quote(runtime: Runtime, data: dict[str, Any]) -> QuotedHold | None:
+    """The hold the job would take, or None when it cannot be quoted (refused later)."""
+    job, errors = parse(ComputeJob, data)
+    if job is None or errors:
+        return None
+    if not job.metadata.uid:
+        # The API server gives the job its uid after the mutating webhooks; the quote does
+        # not depend on it.
+        job.metadata.uid = "quote"
+    found = await _find_voucher(runtime, job)
+    if isinstance(found, str):
+        return None
+    members = [MemberCluster.model_validate(m) for m in runtime.members.values()]
+    quoted = quote(job, found.voucher, offers_from_members(members), datetime.now(UTC))
+    if not isinstance(quoted, Allowed):
+        return None
+    return _hold_of(found.voucher.metadata.name or "", quoted)
+
+
+async def _find_voucher(runtime: Runtime, job: ComputeJob) -> ParsedVoucher | str:
+    """The voucher the job is paid from, or why there is none (a message naming the field)."""
     namespace = job.metadata.namespace or ""
     reference = job.spec.voucher_ref
     if reference is not None:
@@ -146,25 +208,27 @@ async def _find_voucher(runtime: Runtime, job: ComputeJob) -> ParsedVoucher:
         try:
             # Created a moment ago and not yet seen by the watch, perhaps.
             body = await runtime.hub.get("voucherquotas", namespace, reference.name)
-            runtime.vouchers.put(body)
-            return parse_voucher(body)
         except NotFoundError:
-            raise _deny(
-                f"spec.voucherRef: VoucherQuota {reference.name!r} does not exist in namespace "
-                f"{namespace!r}; a job can only use a voucher of its own namespace "
-                f"(kubectl -n {namespace} get voucherquotas)",
-                "VoucherNotFound",
-            ) from None
+            return _missing_voucher(namespace, reference.name)
+        runtime.vouchers.put(body)
+        return parse_voucher(body)
     active = [
         parsed for parsed in runtime.vouchers.in_namespace(namespace) if _is_active(parsed.body)
     ]
     if len(active) == 1:
         return active[0]
     names = ", ".join(sorted(p.voucher.metadata.name or "" for p in active)) or "none"
-    raise _deny(
+    return (
         f"spec.voucherRef: not set, and namespace {namespace!r} has {len(active)} active "
-        f"VoucherQuotas ({names}); name one in spec.voucherRef",
-        "VoucherNotFound",
+        f"VoucherQuotas ({names}); name one in spec.voucherRef"
+    )
+
+
+def _missing_voucher(namespace: str, name: str) -> str:
+    return (
+        f"spec.voucherRef: VoucherQuota {name!r} does not exist in namespace {namespace!r}; a "
+        f"job can only use a voucher of its own namespace (kubectl -n {namespace} get "
+        "voucherquotas)"
     )
 
 
@@ -199,6 +263,14 @@ async def _record_denial(
 async def computejob_update(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
     data = _object(body, namespace)
     old = kwargs.get("old") or {}
+    held = ((old.get("metadata") or {}).get("annotations") or {}).get(HOLD_ANNOTATION)
+    holds = ((data.get("metadata") or {}).get("annotations") or {}).get(HOLD_ANNOTATION)
+    if held != holds:
+        raise _deny(
+            f"metadata.annotations[{HOLD_ANNOTATION}]: records what the job was admitted for "
+            "and cannot change or be removed",
+            "Immutable",
+        )
     previous = dict(old.get("spec") or {})
     current = dict(data.get("spec") or {})
     if previous and previous == current:

@@ -87,23 +87,47 @@ def register(subparsers: Any) -> None:
         help="seconds between reads of each member's kubeconfig Secret; a changed one "
         "reconnects the member (default %(default)s)",
     )
-    run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument(
+        "--liveness",
+        default=None,
+        help="serve /healthz, /readyz and /admitting at this URL's address, e.g. "
+        "http://0.0.0.0:8080/healthz",
+    )
     run.add_argument("--metrics-port", type=int, default=None, help="Prometheus metrics port")
     run.add_argument(
         "--metrics-host", default=defaults.metrics_host, help="address for the metrics server"
     )
     run.add_argument(
-        "--peering",
-        default=None,
-        help="join this Kopf peering group (replicas pause for the highest priority); "
-        "default: standalone",
+        "--webhook-timeout",
+        type=float,
+        default=defaults.webhook_timeout,
+        help="the webhook configurations' timeoutSeconds: admitted holds whose job is not "
+        "stored this long are dropped, and a new leader waits this long (default %(default)s)",
     )
-    run.add_argument("--priority", type=int, default=0, help="peering priority")
     run.add_argument(
-        "--peering-lifetime",
-        type=int,
-        default=defaults.peering_lifetime,
-        help="seconds a replica's peering record stays valid (default %(default)s)",
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE") or defaults.lease_namespace,
+        help="namespace of the admission Lease (default: $POD_NAMESPACE, else %(default)s)",
+    )
+    run.add_argument("--lease-name", default=defaults.lease_name, help="the admission Lease")
+    run.add_argument(
+        "--lease-duration",
+        type=float,
+        default=defaults.lease_duration,
+        help="seconds a standby waits on a leader that stopped renewing (default %(default)s)",
+    )
+    run.add_argument(
+        "--lease-renew-deadline",
+        type=float,
+        default=defaults.lease_renew_deadline,
+        help="seconds the leader may fail to renew before it stops leading (default "
+        "%(default)s; less than --lease-duration)",
+    )
+    run.add_argument(
+        "--lease-retry",
+        type=float,
+        default=defaults.lease_retry,
+        help="seconds between renewals and between a standby's tries (default %(default)s)",
     )
     run.set_defaults(handler=_run)
 
@@ -125,12 +149,16 @@ def _run(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         allow_kubeconfig_exec=args.allow_kubeconfig_exec,
         kubeconfig_check_seconds=args.kubeconfig_check_interval,
-        peering=args.peering,
-        priority=args.priority,
-        peering_lifetime=args.peering_lifetime,
+        webhook_timeout=args.webhook_timeout,
+        lease_namespace=args.lease_namespace,
+        lease_name=args.lease_name,
+        lease_duration=args.lease_duration,
+        lease_renew_deadline=args.lease_renew_deadline,
+        lease_retry=args.lease_retry,
+        pod_name=os.environ.get("POD_NAME") or None,
+        pod_namespace=os.environ.get("POD_NAMESPACE") or None,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
     )
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
-    operator.run(options, liveness_endpoint=args.liveness)
-    return 0
+    return operator.run(options, liveness_endpoint=args.liveness)

@@ -24,27 +24,42 @@ from suanli.api.meta import GROUP, VERSION
 from suanli.api.reasons import JobConditionType, JobReason
 from suanli.api.voucherquota import VoucherQuota
 from suanli.handlers.ledger_writer import VoucherGoneError
+from suanli.handlers.pending_holds import seen_stored
 from suanli.handlers.runtime import Runtime
-from suanli.handlers.voucher_cache import parse_voucher
 from suanli.kube import ConflictError, NotFoundError
+from suanli.vouchers.holds import read_hold
 from suanli.vouchers.ledger import EntryState, Ledger
+from suanli.vouchers.recount import restore_hold
 
 logger = logging.getLogger(__name__)
 
 
 async def _holding_voucher(runtime: Runtime, job: ComputeJob) -> tuple[VoucherQuota, Ledger] | None:
-    """The voucher whose ledger holds this job, found by the job's uid."""
-    key = job.metadata.uid or ""
+    """The voucher whose ledger holds this job, found by the job's uid.
+
+    A job the ledger does not list yet but whose hold annotation proves its hold (admitted by
+    the previous leader a moment before this one took over) gets its hold back first.
+    """
+    uid = job.metadata.uid or ""
     namespace = job.metadata.namespace or ""
-    for parsed in runtime.vouchers.in_namespace(namespace):
-        if key in parsed.ledger.entries:
-            return parsed.voucher, parsed.ledger
-    # The watch may not have delivered the write that holds this job yet: ask the API server.
-    for body in await runtime.hub.list("voucherquotas", namespace):
-        runtime.vouchers.put(body)
-        parsed = parse_voucher(body)
-        if key in parsed.ledger.entries:
-            return parsed.voucher, parsed.ledger
+    hold = read_hold(job.metadata.annotations)
+    names = (
+        [hold.voucher]
+        if hold is not None
+        else [p.voucher.metadata.name or "" for p in runtime.vouchers.in_namespace(namespace)]
+    )
+    now = datetime.now(UTC)
+    for name in names:
+        writer = runtime.ledger_writer(namespace, name)
+        try:
+            parsed = await writer.load()
+            ledger = runtime.book.ledger((namespace, name))
+            if ledger is not None and uid not in ledger.entries and hold is not None:
+                ledger = await writer.change(lambda current: restore_hold(current, job, now=now))
+        except VoucherGoneError:
+            continue
+        if ledger is not None and uid in ledger.entries:
+            return parsed.voucher, ledger
     return None
 
 
@@ -70,6 +85,7 @@ async def computejob_event(body: kopf.Body, memo: kopf.Memo, type: str | None, *
     runtime: Runtime = memo.runtime
     metadata = body.get("metadata") or {}
     finalizers = list(metadata.get("finalizers") or [])
+    seen_stored(runtime, str(metadata.get("uid") or ""))
     if type == "DELETED":
         return
     if metadata.get("deletionTimestamp"):

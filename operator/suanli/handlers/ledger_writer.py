@@ -1,15 +1,18 @@
-"""Every change to a voucher's ledger goes through one writer per voucher, in batches.
+"""Every voucher's status, written behind the ledger the admission leader keeps in memory.
 
-Concurrent admissions against one voucher would each read the status, reserve, and write it
-back with a resourceVersion precondition; all but one would conflict, re-read and retry, and a
-burst of N requests would cost O(N^2) writes. Kubernetes' ResourceQuota admission avoids that
-self-inflicted contention by queueing a quota's requests in the process and committing them
-together; this writer does the same: requests that arrive while a commit is in flight wait in
-a queue and are decided together against the freshest ledger, with one status write.
+The ledgers live in the :class:`~suanli.vouchers.book.VoucherBook`; admission changes them with
+no API write on its path, and charging, releases and the recount change them through
+:meth:`LedgerWriter.change`. The voucher's status (balances, conditions, the ledger less its
+pending holds) is a copy, written by one task per voucher: changes that arrive while a write
+is in flight are coalesced into the next one, so a burst of admissions costs a handful of
+writes, not one each. Kubernetes' ResourceQuota admission commits every admitted request before
+it answers; suanli answers first because the job carries its own hold (see
+:mod:`suanli.vouchers.holds`) and only one process, the leader, keeps the ledgers.
 
-Across processes (operator replicas) the resourceVersion precondition still guards every
-write: a conflict re-reads the voucher and decides the same batch again, which is safe because
-reserving the same job for the same amount twice is a no-op.
+Each write is guarded by the voucher's resourceVersion: a conflict (an admin edited the spec)
+re-reads the voucher and writes the book's ledger under the new terms. A write that fails
+otherwise is retried with back-off, logged and counted; callers of :meth:`LedgerWriter.change`
+wait until their change is written, as the charging path needs.
 """
 
 from __future__ import annotations
@@ -21,18 +24,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from suanli import metrics
 from suanli.api.common import Condition, ConditionStatus, set_condition
 from suanli.api.voucherquota import VoucherQuota
-from suanli.handlers.voucher_cache import VoucherCache, parse_voucher
+from suanli.handlers.voucher_cache import ParsedVoucher, VoucherCache, parse_voucher
 from suanli.kube import ConflictError, Hub, NotFoundError
-from suanli.vouchers.batch import BatchDecision, commit_batch
+from suanli.vouchers.book import VoucherBook
 from suanli.vouchers.conditions import voucher_conditions
-from suanli.vouchers.ledger import Ledger, ReservationRequest
+from suanli.vouchers.ledger import Ledger, VoucherTerms
 
 logger = logging.getLogger(__name__)
 
 PLURAL: Final = "voucherquotas"
-MAX_ATTEMPTS: Final = 20
+MAX_CONFLICTS: Final = 20
+RETRY_DELAYS: Final = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+"""Seconds before writing again after a failed write; the last one repeats."""
 
 LedgerChange = Callable[[Ledger], Ledger]
 
@@ -41,102 +47,171 @@ class VoucherGoneError(Exception):
     """The voucher was deleted while a change waited to be written."""
 
 
-@dataclass
-class _Item:
-    request: ReservationRequest | None
-    change: LedgerChange | None
-    future: asyncio.Future[Any] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-
 @dataclass(frozen=True)
 class Committed:
-    """What a commit wrote, for Events and metrics."""
+    """What a write recorded, for Events and metrics."""
 
     voucher: VoucherQuota
     ledger: Ledger
     changed_conditions: list[Condition]
 
 
+@dataclass
+class _Waiter:
+    version: int
+    future: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
 class LedgerWriter:
-    """Serialises and batches the ledger changes of one voucher (see the module docstring)."""
+    """Writes one voucher's status behind its ledger in the book (see the module docstring)."""
 
     def __init__(
         self,
         hub: Hub,
         cache: VoucherCache,
+        book: VoucherBook,
         namespace: str,
         name: str,
+        *,
         on_commit: Callable[[Committed], None] | None = None,
     ) -> None:
         self._hub = hub
         self._cache = cache
+        self._book = book
         self._namespace = namespace
         self._name = name
-        self._queue: list[_Item] = []
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._key = (namespace, name)
         self._on_commit = on_commit
+        self._wanted = 0  # changes asked to be written
+        self._written = 0  # of those, written
+        self._waiters: list[_Waiter] = []
+        self._task: asyncio.Task[None] | None = None
 
-    async def reserve(self, request: ReservationRequest) -> BatchDecision:
-        """Commit a hold (or refuse it against the freshest ledger)."""
-        result: BatchDecision = await self._submit(_Item(request=request, change=None))
-        return result
+    async def load(self) -> ParsedVoucher:
+        """The voucher, with its ledger loaded into the book (read from the API the first
+        time: the status as last written is where a leader starts from).
+
+        Raises:
+            VoucherGoneError: the voucher does not exist.
+        """
+        parsed = self._cache.get(self._namespace, self._name)
+        if parsed is None or not self._book.knows(self._key):
+            parsed = parse_voucher(await self._read())
+            self._book.load(self._key, parsed.ledger)
+        return parsed
 
     async def change(self, change: LedgerChange) -> Ledger:
-        """Apply ``change`` to the freshest ledger and write it; returns the new ledger."""
-        result: Ledger = await self._submit(_Item(request=None, change=change))
-        return result
+        """Apply ``change`` to the voucher's ledger now, and return once it is written.
+
+        An error ``change`` raises is the caller's, and leaves the ledger unchanged.
+
+        Raises:
+            VoucherGoneError: the voucher was deleted.
+        """
+        await self.load()
+        ledger = self._book.change(self._key, change)
+        await self.written(self.mark())
+        return ledger
 
     async def refresh(self) -> Ledger:
         """Rewrite the status summary and conditions (no ledger change); e.g. on expiry."""
         return await self.change(lambda ledger: ledger)
 
-    async def _submit(self, item: _Item) -> Any:
-        self._queue.append(item)
-        self._wakeup.set()
+    def mark(self) -> int:
+        """Ask for the voucher's status to be written (behind, coalesced); returns the version
+        to pass to :meth:`written` to wait for it."""
+        self._wanted += 1
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain(), name=f"ledger {self._name}")
-        return await item.future
+            self._task = asyncio.create_task(self._drain(), name=f"voucher status {self._name}")
+        return self._wanted
+
+    async def written(self, version: int) -> None:
+        """Return once the write that includes ``version`` has landed.
+
+        Raises:
+            VoucherGoneError: the voucher was deleted first.
+        """
+        if self._written >= version:
+            return
+        waiter = _Waiter(version)
+        self._waiters.append(waiter)
+        await waiter.future
+
+    @property
+    def pending_writes(self) -> bool:
+        """Whether a change waits to be written."""
+        return self._written < self._wanted
 
     async def _drain(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
-            self._wakeup.clear()
+        failures = 0
+        while self._written < self._wanted:
+            target = self._wanted
             try:
-                await self._commit(batch)
+                await self._write()
+            except VoucherGoneError as error:
+                self._book.forget(self._key)
+                self._written = self._wanted
+                self._settle(error)
+                return
             except Exception as error:
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(error)
+                metrics.BACKGROUND_TASK_ERRORS.labels("voucher-status").inc()
+                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
+                failures += 1
+                logger.warning(
+                    "writing the status of voucher %s/%s failed (%s); again in %.1fs",
+                    self._namespace,
+                    self._name,
+                    error,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            self._written = target
+            self._settle(None)
 
-    async def _commit(self, batch: list[_Item]) -> None:
+    def _settle(self, error: Exception | None) -> None:
+        waiting = []
+        for waiter in self._waiters:
+            if waiter.future.done():
+                continue
+            if error is not None:
+                waiter.future.set_exception(error)
+            elif waiter.version <= self._written:
+                waiter.future.set_result(None)
+            else:
+                waiting.append(waiter)
+        self._waiters = waiting
+
+    async def _write(self) -> None:
         # The first attempt trusts the cached voucher (fed by the watch and by our own writes);
         # if it is stale the write conflicts, and the retry reads it fresh.
-        parsed = self._cache.get(self._namespace, self._name)
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            if parsed is None:
-                parsed = parse_voucher(await self._read())
+        parsed = await self.load()
+        for attempt in range(1, MAX_CONFLICTS + 1):
             body, voucher = parsed.body, parsed.voucher
+            self._book.set_terms(self._key, VoucherTerms.from_voucher(voucher))
+            ledger = self._book.durable(self._key)
+            if ledger is None:  # forgotten meanwhile (deleted)
+                raise VoucherGoneError(f"voucher {self._namespace}/{self._name} is gone")
             status = body.get("status") or {}
-            ledger, results = _decide(batch, parsed.ledger)
             new_status, changed = _status_with(voucher, status, ledger, datetime.now(UTC))
-            if new_status != status:
-                try:
-                    written = await self._hub.replace_status(PLURAL, {**body, "status": new_status})
-                except ConflictError:
-                    logger.debug("voucher %s changed under us (attempt %d)", self._name, attempt)
-                    parsed = None
-                    continue
-                self._cache.put(written)
-                if self._on_commit is not None:
-                    self._on_commit(Committed(voucher, ledger, changed))
-            _resolve(results)
+            if new_status == status:
+                return
+            try:
+                written = await self._hub.replace_status(PLURAL, {**body, "status": new_status})
+            except ConflictError:
+                logger.debug("voucher %s changed under us (attempt %d)", self._name, attempt)
+                parsed = parse_voucher(await self._read())
+                continue
+            self._cache.put(written)
+            if self._on_commit is not None:
+                self._on_commit(Committed(voucher, ledger, changed))
             return
         raise RuntimeError(
             f"voucher {self._namespace}/{self._name} kept changing: gave up after "
-            f"{MAX_ATTEMPTS} attempts to write its ledger"
+            f"{MAX_CONFLICTS} attempts to write its status"
         )
 
     async def _read(self) -> dict[str, Any]:
@@ -147,33 +222,6 @@ class LedgerWriter:
             raise VoucherGoneError(f"voucher {self._namespace}/{self._name}: {error}") from error
         self._cache.put(body)
         return body
-
-
-def _decide(batch: list[_Item], ledger: Ledger) -> tuple[Ledger, list[tuple[_Item, Any]]]:
-    """Apply the batch in arrival order; each item's outcome is kept for its waiter."""
-    results: list[tuple[_Item, Any]] = []
-    for item in batch:
-        if item.request is not None:
-            outcome = commit_batch(ledger, [item.request])
-            ledger = outcome.ledger
-            results.append((item, outcome.decisions[0]))
-        elif item.change is not None:
-            try:
-                ledger = item.change(ledger)
-                results.append((item, ledger))
-            except Exception as error:  # the caller gets its own error
-                results.append((item, error))
-    return ledger, results
-
-
-def _resolve(results: list[tuple[_Item, Any]]) -> None:
-    for item, result in results:
-        if item.future.done():
-            continue
-        if isinstance(result, Exception):
-            item.future.set_exception(result)
-        else:
-            item.future.set_result(result)
 
 
 def _status_with(

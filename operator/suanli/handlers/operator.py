@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
 import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,19 @@ import prometheus_client
 
 from suanli import malloc, metrics, tls_buffers
 from suanli.certs import generate_webhook_certificates
-from suanli.handlers import admission, computejob, membercluster, voucherquota  # noqa: F401
+from suanli.handlers import (  # noqa: F401
+    admission,
+    computejob,
+    membercluster,
+    takeover,
+    voucherquota,
+)
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.webhook_server import WebhookServer
 from suanli.kube import Hub, load_api_client
+from suanli.leadership import LEADER_LABEL, LeaseElector, LeaseSettings, default_identity
 from suanli.options import OperatorOptions
+from suanli.probes import HealthServer, StandbyWebhook
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +45,14 @@ ANNOTATION_PREFIX = "suanli.io"
 class _TLS:
     certfile: Path
     keyfile: Path
-    ca_pem: bytes
+    cafile: Path  # the CA for the webhook configurations' caBundle (the certificate itself
+    # when there is no ca.crt: a self-signed one)
+
+
+CERT_CHECK_INTERVAL = 10.0
+"""Seconds between reads of the webhook's certificate files: a renewed certificate (cert-manager
+rewrites the Secret's files in place) is served within this long, without a restart, and the
+webhook configurations the operator manages get the new CA."""
 
 
 def _webhook_tls(options: OperatorOptions) -> _TLS:
@@ -46,7 +63,7 @@ def _webhook_tls(options: OperatorOptions) -> _TLS:
         hosts = tuple(dict.fromkeys((options.webhook_host, "127.0.0.1", "localhost")))
         generate_webhook_certificates(directory, hosts=hosts)
         logger.info("generated a webhook certificate for %s in %s", ", ".join(hosts), directory)
-    return _TLS(cert, key, ca.read_bytes() if ca.exists() else cert.read_bytes())
+    return _TLS(cert, key, ca if ca.exists() else cert)
 
 
 @kopf.on.login()
@@ -95,14 +112,7 @@ async def probe_event_loop_lag(memo: kopf.Memo, **_: Any) -> None:
     runtime.spawn(probe())
 
 
-@kopf.on.cleanup()
-async def close_hub_client(memo: kopf.Memo, **_: Any) -> None:
-    """Write the Events still pending (briefly) and close the hub connections."""
-    runtime: Runtime = memo.runtime
-    await runtime.hub.close()
-
-
-def build_settings(options: OperatorOptions) -> kopf.OperatorSettings:
+def build_settings(options: OperatorOptions, tls: _TLS) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     # Our CRD schemas have no room for Kopf's status fields: keep its bookkeeping in
     # annotations under our own prefix, and our own finalizer name.
@@ -129,16 +139,15 @@ def build_settings(options: OperatorOptions) -> kopf.OperatorSettings:
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
 
-    tls = _webhook_tls(options)
     settings.admission.server = WebhookServer(
         addr=options.webhook_host,
         port=options.webhook_port,
         certfile=str(tls.certfile),
         pkeyfile=str(tls.keyfile),
-        cadata=tls.ca_pem,
+        cafile=str(tls.cafile),
+        file_check_interval=CERT_CHECK_INTERVAL,
     )
     settings.admission.managed = options.managed_webhook_config
-    settings.peering.lifetime = options.peering_lifetime
     return settings
 
 
@@ -174,8 +183,9 @@ def tune_garbage_collection() -> None:
     gc.callbacks.append(_GCTimer())
 
 
-def run(options: OperatorOptions, liveness_endpoint: str | None = None) -> None:
-    """Run until interrupted (SIGINT/SIGTERM)."""
+def run(options: OperatorOptions, liveness_endpoint: str | None = None) -> int:
+    """Run until interrupted (SIGINT/SIGTERM), or until this replica stops leading (exit
+    status 1: its container restarts and stands by)."""
     malloc.limit_arenas()
     tls_buffers.limit_read_buffers()
     tune_garbage_collection()
@@ -188,12 +198,121 @@ def run(options: OperatorOptions, liveness_endpoint: str | None = None) -> None:
     runtime = Runtime(options=options, hub=Hub(load_api_client(options.kubeconfig)))
     if options.metrics_port is not None:
         prometheus_client.start_http_server(options.metrics_port, addr=options.metrics_host)
-    kopf.run(
-        settings=build_settings(options),
-        clusterwide=True,
-        standalone=options.peering is None,
-        peering_name=options.peering,
-        priority=options.priority,
-        liveness_endpoint=liveness_endpoint,
-        memo=kopf.Memo(runtime=runtime),
+    return asyncio.run(_stand_by_then_lead(options, runtime, liveness_endpoint))
+
+
+def _health_address(endpoint: str) -> tuple[str, int]:
+    url = urllib.parse.urlsplit(endpoint)
+    if url.port is None:
+        raise ValueError(f"--liveness {endpoint}: give a port, e.g. http://0.0.0.0:8080/healthz")
+    return url.hostname or "0.0.0.0", url.port
+
+
+async def _label_pod(runtime: Runtime, leading: bool) -> None:
+    """Mark (or unmark) this replica's pod as the leader, for the chart's webhook Service."""
+    options = runtime.options
+    if not (options.pod_name and options.pod_namespace):
+        return
+    try:
+        await runtime.hub.label_pod(
+            options.pod_namespace, options.pod_name, {LEADER_LABEL: "true" if leading else None}
+        )
+    except Exception as error:
+        metrics.BACKGROUND_TASK_ERRORS.labels("leader-label").inc()
+        logger.warning("could not label pod %s (leader=%s): %s", options.pod_name, leading, error)
+
+
+async def _stand_by_then_lead(
+    options: OperatorOptions, runtime: Runtime, liveness_endpoint: str | None
+) -> int:
+    tls = _webhook_tls(options)
+    health = None
+    if liveness_endpoint:
+        health = HealthServer(*_health_address(liveness_endpoint), runtime.gate)
+        await health.start()
+    elector = LeaseElector(
+        runtime.hub,
+        LeaseSettings(
+            namespace=options.lease_namespace,
+            name=options.lease_name,
+            identity=options.pod_name or default_identity(),
+            duration=options.lease_duration,
+            renew_deadline=options.lease_renew_deadline,
+            retry=options.lease_retry,
+        ),
     )
+    runtime.elector = elector
+    try:
+        if not await _stand_by(options, runtime, elector, tls):
+            return 0
+        return await _lead(options, runtime, elector, tls)
+    finally:
+        if health is not None:
+            await health.stop()
+        await runtime.hub.close()
+
+
+async def _stand_by(
+    options: OperatorOptions, runtime: Runtime, elector: LeaseElector, tls: _TLS
+) -> bool:
+    """Answer reviews with "retry" until this replica holds the Lease (True) or is told to
+    stop (False)."""
+    runtime.gate.close("this replica stands by; the admission leader answers")
+    await _label_pod(runtime, leading=False)
+    standby = StandbyWebhook(
+        options.webhook_host,
+        options.webhook_port,
+        tls.certfile,
+        tls.keyfile,
+        lambda: runtime.gate.refusal,
+    )
+    await standby.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop.set)
+    campaign = asyncio.create_task(elector.acquire())
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({campaign, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signal_number)
+        stopping.cancel()
+        await standby.stop()
+    if not campaign.done():
+        campaign.cancel()
+        logger.info("stopped while standing by")
+        return False
+    runtime.takeover = campaign.result()
+    return True
+
+
+async def _lead(
+    options: OperatorOptions, runtime: Runtime, elector: LeaseElector, tls: _TLS
+) -> int:
+    """Run the operator (Kopf) while this replica holds the Lease."""
+    runtime.gate.close("this replica is taking over admission")
+    await _label_pod(runtime, leading=True)
+    lost = asyncio.Event()
+
+    async def keep() -> None:
+        if await elector.keep():
+            runtime.gate.close("this replica lost the admission lease")
+            lost.set()
+
+    keeper = asyncio.create_task(keep())
+    try:
+        await kopf.operator(
+            settings=build_settings(options, tls),
+            clusterwide=True,
+            standalone=True,
+            memo=kopf.Memo(runtime=runtime),
+            stop_flag=lost,
+        )
+    finally:
+        keeper.cancel()
+    if lost.is_set():
+        logger.error("stopped leading: exiting, to stand by again after a restart")
+        return 1
+    return 0

@@ -12,10 +12,13 @@ from suanli.api.common import DEFAULT_CURRENCY
 from suanli.api.voucherquota import VoucherQuota
 from suanli.controller.charging import RecordBilling
 from suanli.controller.dispatcher import Dispatcher
+from suanli.handlers.admission_gate import AdmissionGate
 from suanli.handlers.ledger_writer import Committed, LedgerWriter
 from suanli.handlers.voucher_cache import VoucherCache
 from suanli.kube import Hub
+from suanli.leadership import LeaseElector, Takeover
 from suanli.options import OperatorOptions
+from suanli.vouchers.book import VoucherBook
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +33,13 @@ class Runtime:
     members: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Every VoucherQuota, as last seen by the watch or written by us.
     vouchers: VoucherCache = field(default_factory=VoucherCache)
+    # Every voucher's ledger as this process keeps it while it leads (admission reads it).
+    book: VoucherBook = field(default_factory=VoucherBook)
     writers: dict[tuple[str, str], LedgerWriter] = field(default_factory=dict)
+    # Whether this process admits now; the Lease it leads by, and how it took it.
+    gate: AdmissionGate = field(default_factory=AdmissionGate)
+    elector: LeaseElector | None = None
+    takeover: Takeover | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     dispatcher: Dispatcher = field(init=False)
 
@@ -56,7 +65,7 @@ class Runtime:
         writer = self.writers.get(key)
         if writer is None:
             writer = LedgerWriter(
-                self.hub, self.vouchers, namespace, name, on_commit=self._committed
+                self.hub, self.vouchers, self.book, namespace, name, on_commit=self._committed
             )
             self.writers[key] = writer
         return writer

@@ -1,11 +1,11 @@
 """VoucherQuota handlers: keep balances and conditions current, and recount the ledger.
 
 The recount is the ledger's self-healing (as the ResourceQuota controller recomputes usage):
-once at start-up and then every ``--recount-interval`` seconds, each voucher's ledger is checked
-against the ComputeJobs that exist; holds whose job never got stored are released after a
-grace period, and proven charges or releases missing from the ledger are applied. It runs as
-one background task for all vouchers rather than a Kopf timer per voucher, so its cost does not
-grow with a task per object.
+when this replica takes the lead and then every ``--recount-interval`` seconds, each voucher's
+ledger is checked against the ComputeJobs that exist; holds whose job never got stored are
+released after a grace period, and proven charges or releases missing from the ledger are
+applied. It runs as one background task for all vouchers rather than a Kopf timer per
+voucher, so its cost does not grow with a task per object.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ async def voucherquota_event(
     runtime: Runtime = memo.runtime
     body = cast(dict[str, Any], event["object"])
     if type == "DELETED":
-        runtime.vouchers.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        runtime.vouchers.forget(namespace, name)
+        runtime.book.forget((namespace, name))
     else:
         runtime.vouchers.put(body)
 
@@ -65,7 +67,10 @@ async def recount_voucher(runtime: Runtime, namespace: str, name: str) -> list[s
     fixed: list[str] = []
 
     def reconcile(ledger: Ledger) -> Ledger:
-        result = recount(ledger, jobs, records, now=datetime.now(UTC), grace=grace)
+        in_flight = runtime.book.pending_uids((namespace, name))
+        result = recount(
+            ledger, jobs, records, now=datetime.now(UTC), grace=grace, in_flight=in_flight
+        )
         fixed[:] = [*result.released, *result.charged, *result.restored, *result.rekeyed]
         return result.ledger
 
@@ -88,31 +93,13 @@ async def recount_all(runtime: Runtime) -> None:
             )
 
 
-@kopf.on.startup()
-async def voucherquota_recount_loop(memo: kopf.Memo, **_: Any) -> None:
-    runtime: Runtime = memo.runtime
-    try:
-        for body in await runtime.hub.list("voucherquotas"):
-            runtime.vouchers.put(body)
-        # Before the webhook serves: a restart starts from a clean ledger.
-        await recount_all(runtime)
-    except Exception:  # the periodic recount below catches up; start-up must not stall on it
-        logger.exception("the start-up recount failed; the next periodic one will redo it")
-
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(runtime.options.recount_interval)
-            try:
-                await recount_all(runtime)
-            except Exception as error:  # the hub did not answer the list: next time
-                metrics.BACKGROUND_TASK_ERRORS.labels("recount").inc()
-                logger.warning("the recount could not list the vouchers: %s", error)
-
-    runtime.spawn(loop())
-
-
-@kopf.on.cleanup()
-async def voucherquota_recount_stop(memo: kopf.Memo, **_: Any) -> None:
-    runtime: Runtime = memo.runtime
-    for task in list(runtime.background):
-        task.cancel()
+async def recount_forever(runtime: Runtime) -> None:
+    """Every ``--recount-interval`` seconds, recount every voucher (started by the takeover,
+    after its own first recount)."""
+    while True:
+        await asyncio.sleep(runtime.options.recount_interval)
+        try:
+            await recount_all(runtime)
+        except Exception as error:  # the hub did not answer the list: next time
+            metrics.BACKGROUND_TASK_ERRORS.labels("recount").inc()
+            logger.warning("the recount could not list the vouchers: %s", error)

@@ -443,6 +443,26 @@ class Ledger:
         entries[uid] = current
         return replace(self, entries=entries)
 
+    def without_unstored(self, uids: Iterable[str]) -> Ledger:
+        """The ledger less the holds of ``uids``: jobs admitted a moment ago whose create has
+        not been seen stored yet (see :mod:`suanli.vouchers.book`).
+
+        What the voucher's status records, so a create that fails after admission leaves no
+        trace there. Only Reserved entries with nothing charged are left out (a charge proves
+        the job exists); returns ``self`` when nothing is left out.
+        """
+        unstored = {
+            uid
+            for uid in uids
+            if (entry := self.entries.get(uid)) is not None
+            and entry.is_active
+            and not entry.attempts
+        }
+        if not unstored:
+            return self
+        entries = {uid: e for uid, e in self.entries.items() if uid not in unstored}
+        return replace(self, entries=entries)
+
     def _with_entry(self, uid: str, entry: JobEntry) -> Ledger:
         return replace(self, entries={**self.entries, uid: entry})
 

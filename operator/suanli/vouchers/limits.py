@@ -171,6 +171,41 @@ def check_voucher_limits(job: ComputeJob, voucher: VoucherQuota, now: datetime) 
     return refusals
 
 
+def _priced(
+    job: ComputeJob, voucher: VoucherQuota, offers: Iterable[PriceOffer], now: datetime
+) -> tuple[list[Refusal], Allowed | None]:
+    """Checks 1 to 6: the refusals so far, and the hold when the job could be priced."""
+    uid = job.metadata.uid
+    if not uid:
+        raise ValueError(f"ComputeJob {job_key(job)} has no uid to key its hold by")
+    refusals = check_voucher_limits(job, voucher, now)
+    overlapping = {RefusalReason.GPU_MODEL_NOT_ALLOWED, RefusalReason.CLUSTER_NOT_ALLOWED}
+    if any(refusal.reason in overlapping for refusal in refusals):
+        return refusals, None
+    priced = price_worst_case(offers, job.spec, voucher)
+    if isinstance(priced, Refusal):
+        return [*refusals, priced], None
+    request = ReservationRequest(uid, job_key(job), priced.amount, priced.gpus, now)
+    return refusals, Allowed(request, priced)
+
+
+def quote(
+    job: ComputeJob, voucher: VoucherQuota, offers: Iterable[PriceOffer], now: datetime
+) -> Decision:
+    """The hold ``job`` would take on ``voucher`` (checks 1 to 6), without the ledger.
+
+    What the mutating webhook writes into the job's hold annotation; the validating webhook
+    then decides the same job with :func:`evaluate`, which adds check 7.
+
+    Raises:
+        ValueError: the job has no namespace, name or uid.
+    """
+    refusals, allowed = _priced(job, voucher, offers, now)
+    if refusals or allowed is None:
+        return Refused(tuple(refusals))
+    return allowed
+
+
 def evaluate(
     job: ComputeJob,
     voucher: VoucherQuota,
@@ -187,22 +222,14 @@ def evaluate(
         ValueError: the job has no namespace, name or uid (its ledger entry is keyed by uid:
             the validating webhook sees the uid the job will be stored with).
     """
-    uid = job.metadata.uid
-    if not uid:
-        raise ValueError(f"ComputeJob {job_key(job)} has no uid to key its hold by")
-    refusals = check_voucher_limits(job, voucher, now)
-    overlapping = {RefusalReason.GPU_MODEL_NOT_ALLOWED, RefusalReason.CLUSTER_NOT_ALLOWED}
-    if any(refusal.reason in overlapping for refusal in refusals):
+    refusals, allowed = _priced(job, voucher, offers, now)
+    if allowed is None:
         return Refused(tuple(refusals))
-    priced = price_worst_case(offers, job.spec, voucher)
-    if isinstance(priced, Refusal):
-        return Refused((*refusals, priced))
-    request = ReservationRequest(uid, job_key(job), priced.amount, priced.gpus, now)
     ledger = ledger.with_terms(VoucherTerms.from_voucher(voucher))
-    refusals += ledger.check_reserve(request)
+    refusals += ledger.check_reserve(allowed.request)
     if refusals:
         return Refused(tuple(refusals))
-    return Allowed(request, priced)
+    return allowed
 
 
 def _span(delta: timedelta) -> str:

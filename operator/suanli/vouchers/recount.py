@@ -1,8 +1,10 @@
 """The recount: bringing a voucher's ledger back in line with the jobs and usage records that exist.
 
-Admission reserves in the voucher's status *before* the job object is stored, so a create
-that fails after admission (another webhook refused it, etcd timed out, the client gave up, the
-name was taken) leaves a hold for a job that never came to be. Kubernetes' ResourceQuota has the
+Admission holds a job's worst case *before* the job object is stored, so a create that fails
+after admission (another webhook refused it, etcd timed out, the client gave up, the name was
+taken) leaves a hold for a job that never came to be; the admission leader drops such holds
+itself at their deadline (:mod:`suanli.vouchers.book`), and the recount catches whatever a
+crash left behind. Kubernetes' ResourceQuota has the
 same gap and closes it with a controller that periodically recomputes usage from the objects
 that exist; :func:`recount` is that computation for a voucher. It also finishes whatever a
 crash or a failed write left half done, so no charge is lost and none is made twice.
@@ -24,7 +26,10 @@ the same name is another job, and a create answered AlreadyExists is a job that 
   - a hold whose job's status records how it ended (``status.chargedCost``, a zero
     reservation, Rejected) is closed: its records were charged above;
   - a job that records a hold on this voucher (``status.voucher``, ``status.reservation > 0``,
-    not ended) but has no entry gets its hold back, dated ``now``, with its records charged;
+    not ended; or, before its status is written, the hold annotation it was stored with, see
+    :mod:`suanli.vouchers.holds`) but has no entry gets its hold back, dated ``now``, with its
+    records charged. This is also how a new admission leader rebuilds the holds of jobs the
+    previous one admitted;
   - a tombstone (Charged or Released entry) is folded once its job is gone or its status
     records how it ended; its charge stays in ``spent`` through ``settled``. The ledger thus
     holds the jobs in flight, not every job that ever ran, and stays inside its size limit;
@@ -37,7 +42,7 @@ voucher): a job created a moment ago has no status yet, and its existence alone 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -45,6 +50,7 @@ from typing import Any
 
 from suanli.api.common import ZERO, parse_money
 from suanli.api.computejob import ComputeJob, JobPhase
+from suanli.vouchers.holds import read_hold
 from suanli.vouchers.keys import job_key
 from suanli.vouchers.ledger import (
     EntryState,
@@ -93,6 +99,8 @@ def entry_from_job(job: ComputeJob, voucher_name: str) -> JobEntry | None:
     charge a status records is its own; the ledger charges from usage records only.
     """
     status = job.status
+    if status.voucher is None and status.phase is None:
+        return _entry_from_annotation(job, voucher_name)
     if status.voucher != voucher_name:
         return None
     gpus = status.total_gpus if status.total_gpus is not None else job.spec.total_gpus
@@ -116,6 +124,21 @@ def entry_from_job(job: ComputeJob, voucher_name: str) -> JobEntry | None:
         state=EntryState.RESERVED,
         hold=hold if hold is not None else reservation,
         gpus=gpus,
+        reserved_at=job.metadata.creation_timestamp,
+    )
+
+
+def _entry_from_annotation(job: ComputeJob, voucher_name: str) -> JobEntry | None:
+    """The hold a job was admitted for, from its annotation, while its status says nothing yet
+    (the job was stored a moment ago; the annotation was stored with it)."""
+    hold = read_hold(job.metadata.annotations)
+    if hold is None or hold.voucher != voucher_name:
+        return None
+    return JobEntry(
+        job=job_key(job),
+        state=EntryState.RESERVED,
+        hold=hold.amount,
+        gpus=hold.gpus,
         reserved_at=job.metadata.creation_timestamp,
     )
 
@@ -165,6 +188,21 @@ def rebuild(
         if not seen.is_active:
             ledger = ledger.close(uid)
     return ledger
+
+
+def restore_hold(
+    ledger: Ledger, job: ComputeJob, records: Iterable[RecordedCharge] = (), *, now: datetime
+) -> Ledger:
+    """``ledger`` with the hold ``job`` proves it has (its status, or the annotation it was
+    stored with) when the ledger has no entry for it, with its records charged; else the same
+    ledger. What the recount does for one job, for a job seen before the next recount."""
+    uid = job.metadata.uid or ""
+    _, _, name = ledger.terms.voucher.partition("/")
+    seen = entry_from_job(job, name)
+    if not uid or uid in ledger.entries or seen is None or not seen.is_active:
+        return ledger
+    ledger = ledger.record_hold(ReservationRequest(uid, seen.job, seen.hold, seen.gpus, now))
+    return _charged(ledger, uid, _records_by_uid(records, name).get(uid, ()))[0]
 
 
 def _records_by_uid(
@@ -218,6 +256,7 @@ def recount(
     *,
     now: datetime,
     grace: timedelta,
+    in_flight: Collection[str] = frozenset(),
 ) -> RecountResult:
     """Reconcile ``ledger`` with the jobs and records that exist; see the module docs.
 
@@ -227,6 +266,9 @@ def recount(
         records: the usage records of the voucher's namespace.
         now: the current time, to age holds against ``grace``.
         grace: how old a hold without a job must be before it counts as leaked.
+        in_flight: uids of holds just admitted whose create may still be in flight (the
+            book's pending holds): never counted as leaked here, whatever their age; the
+            book drops them itself once their deadline has passed.
     """
     before = ledger
     namespace, _, name = ledger.terms.voucher.partition("/")
@@ -250,6 +292,8 @@ def recount(
         entry = ledger.entries[uid]
         job = existing.get(uid)
         if job is None:
+            if uid in in_flight:
+                continue
             leaked = entry.reserved_at is None or now - entry.reserved_at >= grace
             if entry.is_active and not leaked:
                 continue  # its create may still be in flight
@@ -261,14 +305,9 @@ def recount(
         ledger = ledger.fold(uid)
         forgotten.append(uid)
     for uid, job in sorted(existing.items()):
-        if uid in ledger.entries:
-            continue
-        seen = entry_from_job(job, name)
-        if seen is not None and seen.is_active:
-            ledger = ledger.record_hold(
-                ReservationRequest(uid, seen.job, seen.hold, seen.gpus, now)
-            )
-            ledger, _ = _charged(ledger, uid, by_uid.get(uid, ()))
+        restored_ledger = restore_hold(ledger, job, by_uid.get(uid, ()), now=now)
+        if restored_ledger is not ledger:
+            ledger = restored_ledger
             restored.append(uid)
     return RecountResult(
         ledger,

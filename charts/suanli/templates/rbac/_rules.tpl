@@ -65,6 +65,15 @@ Issue VoucherQuotas, join MemberClusters, and oversee every tenant's ComputeJobs
   verbs: ["get"]
 {{- end -}}
 
+{{- define "suanli.rbac.operatorLeader.rules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["patch"]
+{{- end -}}
+
 {{- define "suanli.rbac.operator.name" -}}
 suanli-operator
 {{- end -}}
@@ -89,7 +98,4 @@ What the suanli operator needs on the hub.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
-- apiGroups: ["kopf.dev"]
-  resources: ["clusterkopfpeerings", "kopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
 {{- end -}}

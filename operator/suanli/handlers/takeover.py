@@ -1,0 +1,101 @@
+"""Taking up and handing over the leader's duties: rebuild the ledgers, then admit; settle,
+then let go.
+
+Only the replica holding the admission Lease runs Kopf at all (see :mod:`suanli.handlers.operator`),
+so these handlers run once it leads. Before it admits, it rebuilds every voucher's ledger from
+the voucher's status and the jobs that exist (the recount restores each stored job's hold from
+the job itself), and waits until every hold its predecessor admitted is stored (see
+:func:`suanli.leadership.admit_after`), then recounts again. On a graceful stop it refuses new
+creates at once, waits until the holds it admitted are stored or past their deadline, writes
+every voucher status, and releases the Lease saying so, so the next leader can admit at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import kopf
+
+from suanli.handlers import pending_holds
+from suanli.handlers.runtime import Runtime
+from suanli.handlers.voucherquota import recount_all, recount_forever
+from suanli.leadership import admit_after
+
+logger = logging.getLogger(__name__)
+
+FLUSH_TIMEOUT: Final = 10.0
+"""Seconds a stopping leader waits for its last voucher status writes."""
+REBUILD_RETRY: Final = 2.0
+
+
+async def _rebuild(runtime: Runtime) -> None:
+    """Load every voucher and recount it against the jobs and records that exist, until the
+    listing succeeds (a leader that cannot read vouchers must not admit)."""
+    while True:
+        try:
+            for body in await runtime.hub.list("voucherquotas"):
+                runtime.vouchers.put(body)
+            await recount_all(runtime)
+            return
+        except Exception as error:
+            logger.warning("rebuilding the voucher ledgers failed (%s); again shortly", error)
+            await asyncio.sleep(REBUILD_RETRY)
+
+
+async def _admit_when_settled(runtime: Runtime) -> None:
+    options, takeover = runtime.options, runtime.takeover
+    if takeover is not None:
+        since = admit_after(
+            takeover.previous, takeover.taken_at, options.webhook_timeout, options.lease_duration
+        )
+        wait = (since - datetime.now(UTC)).total_seconds()
+        if wait > 0:
+            logger.info(
+                "waiting %.0fs before admitting: holds the previous leader admitted may still "
+                "be on their way to storage",
+                wait,
+            )
+            runtime.gate.close(f"this replica took over admission and starts in {wait:.0f}s")
+            await asyncio.sleep(wait)
+            await _rebuild(runtime)
+    runtime.gate.open()
+    logger.info("admitting ComputeJobs")
+
+
+@kopf.on.startup()
+async def take_over(memo: kopf.Memo, **_: Any) -> None:
+    """Rebuild the ledgers before the watches start; admit once the predecessor's holds are in."""
+    runtime: Runtime = memo.runtime
+    await _rebuild(runtime)
+    runtime.spawn(_admit_when_settled(runtime))
+    runtime.spawn(pending_holds.expire_forever(runtime))
+    runtime.spawn(recount_forever(runtime))
+
+
+@kopf.on.cleanup()
+async def hand_over(memo: kopf.Memo, **_: Any) -> None:
+    """Stop admitting, settle the holds in flight, write the vouchers, release the Lease."""
+    runtime: Runtime = memo.runtime
+    runtime.gate.close("this replica is stopping; another takes over")
+    settled = False
+    with contextlib.suppress(TimeoutError):
+        settled = await asyncio.wait_for(
+            pending_holds.settle_all(runtime), timeout=runtime.options.webhook_timeout + 5
+        )
+    writes = [
+        writer.written(writer.mark())
+        for writer in runtime.writers.values()
+        if writer.pending_writes
+    ]
+    if writes:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*writes, return_exceptions=True), FLUSH_TIMEOUT)
+    if runtime.elector is not None and runtime.elector.leading:
+        await runtime.elector.release(settled)
+    for task in list(runtime.background):
+        task.cancel()
+    await runtime.hub.close()
