@@ -39,6 +39,14 @@ class OperatorOptions:
     kubeconfig_check_seconds: float = 15.0
     # Placements per job before it fails for good.
     max_attempts: int = 3
+    # Seconds a finished remote Job (and its pods) stays on its member once the hub recorded
+    # its outcome; the member's TTL controller then deletes it.
+    remote_job_ttl_seconds: int = 3600
+    # Seconds between re-reads of running jobs' Secrets and ConfigMaps (copied to members).
+    tenant_data_sync_seconds: float = 20.0
+    # Seconds a finished ComputeJob stays on the hub after it finished; None keeps it forever.
+    # Its UsageRecords stay either way.
+    job_retention_seconds: float | None = None
     # Peering: None runs standalone; a name joins that peering group with `priority`.
     peering: str | None = None
     priority: int = 0
