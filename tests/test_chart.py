@@ -251,7 +251,9 @@ def test_cluster_roles_are_those_of_rbac_py() -> None:
                 NAMESPACE,
             ]
             for secret_role in secret_roles:
-                assert all(r["resources"] == ["secrets"] for r in secret_role["rules"])
+                assert all(
+                    r["resources"] == ["secrets", "configmaps"] for r in secret_role["rules"]
+                )
             rules += secret_roles[0]["rules"]
         assert _canonical(rules) == _canonical(role["rules"]), name
 
@@ -275,7 +277,9 @@ def test_the_chart_grants_no_webhook_configuration_writes(
 def test_the_operator_reads_secrets_by_name_only() -> None:
     docs = render(rbac__secretNamespaces=["member-secrets"])
     for role in (d for d in docs if d["kind"] == "Role"):
-        assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+        assert role["rules"] == [
+            {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get"]}
+        ]
 
 
 def test_the_operator_is_bound_to_its_roles_through_its_service_account() -> None:

@@ -29,9 +29,11 @@ from suanli.api.meta import API_VERSION, GROUP, VERSION
 from suanli.api.reasons import VoucherConditionType
 from suanli.api.validation import format_errors, parse
 from suanli.handlers.computejob import FINALIZER
+from suanli.handlers.references import reference_errors
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.voucher_cache import ParsedVoucher, parse_voucher
 from suanli.kube import NotFoundError
+from suanli.vouchers.estimate import estimate_warning
 from suanli.vouchers.limits import Refused, evaluate
 from suanli.vouchers.pricing import offers_from_members
 
@@ -88,16 +90,26 @@ def _valid_computejob(data: dict[str, Any]) -> ComputeJob:
     side_effects=True,
 )
 async def computejob_create(
-    body: kopf.Body, dryrun: bool, memo: kopf.Memo, namespace: str | None, **_: Any
+    body: kopf.Body,
+    dryrun: bool,
+    memo: kopf.Memo,
+    namespace: str | None,
+    warnings: list[str],
+    **_: Any,
 ) -> None:
     started = time.monotonic()
     runtime: Runtime = memo.runtime
     job = _valid_computejob(_object(body, namespace))
+    if missing := await reference_errors(runtime.hub, job):  # training jobs (issue 19)
+        raise _deny(format_errors(missing), "Invalid")
     found = await _find_voucher(runtime, job)
     voucher, ledger, voucher_body = found.voucher, found.ledger, found.body
     members = [MemberCluster.model_validate(m) for m in runtime.members.values()]
     now = datetime.now(UTC)
     decision = evaluate(job, voucher, offers_from_members(members), ledger, now)
+    if dryrun:  # the cost before submit (issue 19); warnings go out with a denial too
+        offers = offers_from_members(members)
+        warnings.append(estimate_warning(job, voucher, offers, ledger, decision))
     if isinstance(decision, Refused):
         await _record_denial(runtime, voucher_body, job, decision.message)
         raise _deny(decision.message, decision.reason)
