@@ -81,6 +81,20 @@ def register(subparsers: Any) -> None:
         "commands inside the operator (default: such kubeconfigs are refused)",
     )
     run.add_argument(
+        "--remote-job-ttl",
+        type=int,
+        default=defaults.remote_job_ttl_seconds,
+        help="seconds a finished Job stays on its member once the hub recorded its outcome "
+        "(default %(default)s)",
+    )
+    run.add_argument(
+        "--tenant-data-sync-interval",
+        type=float,
+        default=defaults.tenant_data_sync_seconds,
+        help="seconds between re-reads of running jobs' Secrets and ConfigMaps, copied to "
+        "their members (default %(default)s)",
+    )
+    run.add_argument(
         "--kubeconfig-check-interval",
         type=float,
         default=defaults.kubeconfig_check_seconds,
@@ -125,6 +139,8 @@ def _run(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         allow_kubeconfig_exec=args.allow_kubeconfig_exec,
         kubeconfig_check_seconds=args.kubeconfig_check_interval,
+        remote_job_ttl_seconds=args.remote_job_ttl,
+        tenant_data_sync_seconds=args.tenant_data_sync_interval,
         peering=args.peering,
         priority=args.priority,
         peering_lifetime=args.peering_lifetime,
