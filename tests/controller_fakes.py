@@ -22,6 +22,7 @@ import yaml
 from suanli.controller.charging import AttemptCost, JobCharge, RecordBilling
 from suanli.controller.ports import Obj
 from suanli.controller.status import AttemptRecord, JobIdentity, JobStatus
+from suanli.kube import NotFoundError
 from suanli.members.link import LinkEvents
 from suanli.members.workload import JOB_UID_LABEL
 
@@ -80,6 +81,8 @@ class FakeHub:
     """Status patches kept in order, Events kept, Secrets served; fails writes on demand."""
 
     secrets: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    """Core objects by (plural, namespace, name): the tenant data core_get serves."""
     patches: list[tuple[str, str | None, str, dict[str, Any]]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     fail_writes: int = 0
@@ -102,6 +105,12 @@ class FakeHub:
 
     async def secret(self, namespace: str, name: str) -> dict[str, str]:
         return dict(self.secrets[(namespace, name)])
+
+    async def core_get(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            return copy.deepcopy(self.objects[(plural, namespace, name)])
+        except KeyError:
+            raise NotFoundError(f"{plural} {namespace}/{name}") from None
 
     def statuses(self, name: str) -> list[dict[str, Any]]:
         """The status each write of job ``name`` sent, in order."""
@@ -143,6 +152,9 @@ class FakeLink:
         self.jobs: dict[tuple[str, str], Obj] = {}
         self.namespaces: list[Obj] = []
         self.deleted: list[tuple[str, str]] = []
+        self.services: list[Obj] = []
+        self.copies: dict[tuple[str, str], Obj] = {}
+        self.pods: list[Obj] = []  # what list_pods answers
         self.fail_deletes = 0
         self.synced = False
         self.credentials_refused: str | None = None
@@ -171,6 +183,30 @@ class FakeLink:
     async def get_job(self, namespace: str, name: str) -> Obj | None:
         job = self.jobs.get((namespace, name))
         return copy.deepcopy(job) if job is not None else None
+
+    async def set_job_ttl(self, namespace: str, name: str, seconds: int) -> bool:
+        job = self.jobs.get((namespace, name))
+        if job is None:
+            return False
+        job.setdefault("spec", {})["ttlSecondsAfterFinished"] = seconds
+        return True
+
+    async def create_service(self, body: Obj) -> None:
+        self.services.append(copy.deepcopy(body))
+
+    async def apply_copy(self, body: Obj) -> None:
+        metadata = body["metadata"]
+        self.copies[(metadata["namespace"], metadata["name"])] = copy.deepcopy(body)
+
+    async def delete_copies(self, namespace: str, selector: str) -> None:
+        wanted = dict(term.split("=", 1) for term in selector.split(","))
+        for key, body in list(self.copies.items()):
+            labels = body["metadata"].get("labels") or {}
+            if key[0] == namespace and all(labels.get(k) == v for k, v in wanted.items()):
+                del self.copies[key]
+
+    async def list_pods(self, namespace: str, selector: str) -> list[Obj]:
+        return copy.deepcopy(self.pods)
 
     async def delete_job(self, namespace: str, name: str) -> bool:
         if self.fail_deletes:

@@ -257,7 +257,9 @@ def test_cluster_roles_are_those_of_rbac_py() -> None:
                 NAMESPACE,
             ]
             for secret_role in secret_roles:
-                assert all(r["resources"] == ["secrets"] for r in secret_role["rules"])
+                assert all(
+                    r["resources"] == ["secrets", "configmaps"] for r in secret_role["rules"]
+                )
             rules += secret_roles[0]["rules"]
             rules += find(docs, "Role", "suanli-operator-leader")["rules"]
         assert _canonical(rules) == _canonical(role["rules"]), name
@@ -283,7 +285,9 @@ def test_the_operator_reads_secrets_by_name_only() -> None:
     docs = render(rbac__secretNamespaces=["member-secrets"])
     roles = [d for d in docs if d["kind"] == "Role"]
     for role in (r for r in roles if r["metadata"]["name"] == "suanli-operator-secrets"):
-        assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+        assert role["rules"] == [
+            {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get"]}
+        ]
 
 
 def test_the_lease_and_the_leader_label_are_granted_in_the_release_namespace_only() -> None:
@@ -300,7 +304,7 @@ def test_the_lease_and_the_leader_label_are_granted_in_the_release_namespace_onl
     ]
     cluster_role = find(docs, "ClusterRole", OPERATOR_ROLE)
     resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
-    assert not resources & {"leases", "pods", "secrets"}
+    assert not resources & {"leases", "pods", "secrets", "configmaps"}
 
 
 def test_the_operator_is_bound_to_its_roles_through_its_service_account() -> None:

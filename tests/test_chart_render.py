@@ -44,7 +44,7 @@ def test_generation_is_deterministic() -> None:
 def test_the_operator_rules_are_split_without_loss() -> None:
     cluster, secrets, leader = chart_render.operator_rules_split()
     assert secrets, "rbac.py grants the operator Secrets: the chart grants them per namespace"
-    assert all(rule["resources"] == ["secrets"] for rule in secrets)
+    assert all(rule["resources"] == ["secrets", "configmaps"] for rule in secrets)
     assert sorted(rule["resources"][0] for rule in leader) == ["leases", "pods"]
     everything = cluster + secrets + leader
     assert sorted(map(str, everything)) == sorted(map(str, operator_role()["rules"]))

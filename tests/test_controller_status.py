@@ -116,6 +116,19 @@ def _full_status() -> ComputeJobStatus:
                     "startTime": "2026-11-21T09:00:00Z",
                 },
             ],
+            "failures": [
+                {
+                    "replica": 1,
+                    "pod": "train-1-abcde",
+                    "cluster": "member-a",
+                    "node": "gpu-7",
+                    "container": "main",
+                    "reason": "OOMKilled",
+                    "exitCode": 137,
+                    "oomKilled": True,
+                    "message": "CUDA out of memory",
+                }
+            ],
             "conditions": [
                 {
                     "type": "Reserved",
@@ -152,7 +165,13 @@ def test_an_unplaced_job_sends_null_cluster_and_reference_so_the_merge_patch_dro
     assert wire["cluster"] is None and wire["remoteRef"] is None
     assert wire["phase"] == "Queued"
     new = JobStatus.from_model(ComputeJobStatus.model_validate({}))
-    assert new.to_wire() == {"cluster": None, "remoteRef": None, "attempts": [], "conditions": []}
+    assert new.to_wire() == {
+        "cluster": None,
+        "remoteRef": None,
+        "attempts": [],
+        "failures": [],
+        "conditions": [],
+    }
 
 
 def test_the_record_reads_back_what_it_wrote() -> None:

@@ -49,8 +49,17 @@ def test_the_role_grants_exactly_what_the_hub_calls_with_explicit_verbs() -> Non
         ("", "nodes", "watch"),
         ("", "pods", "list"),
         ("", "pods", "watch"),
-        *(("batch", "jobs", verb) for verb in ("create", "get", "list", "watch", "delete")),
+        *(
+            ("batch", "jobs", verb)
+            for verb in ("create", "get", "list", "watch", "patch", "delete")
+        ),
         *(("", "namespaces", verb) for verb in ("create", "get", "patch")),
+        ("", "services", "create"),
+        *(
+            ("", kind, verb)
+            for kind in ("secrets", "configmaps")
+            for verb in ("create", "update", "deletecollection")
+        ),
     }
     for rule in role["rules"]:
         assert set(rule) == {"apiGroups", "resources", "verbs"}  # no nonResourceURLs, names

@@ -49,8 +49,9 @@ RULES_HEADER: Final = (
 
 
 def is_secret_rule(rule: dict[str, Any]) -> bool:
-    """The operator's rule on Secrets: granted per namespace by the chart, not cluster-wide."""
-    return bool(rule["apiGroups"] == [""] and rule["resources"] == ["secrets"])
+    """The operator's rule on Secrets (and ConfigMaps): granted per namespace by the chart, not
+    cluster-wide (member kubeconfigs, and tenants' data)."""
+    return bool(rule["apiGroups"] == [""] and "secrets" in rule["resources"])
 
 
 def is_leader_rule(rule: dict[str, Any]) -> bool:

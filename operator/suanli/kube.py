@@ -274,6 +274,11 @@ class Hub:
         path = _custom_path(plural, namespace, name)
         return await self._request("PATCH", path, plural, body=operations, content_type=JSON_PATCH)
 
+    async def core_get(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        """A core/v1 object as stored (a tenant's Secret or ConfigMap, to copy it)."""
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{plural}/{quote(name, safe='')}"
+        return await self._request("GET", path, plural)
+
     async def secret(self, namespace: str, name: str) -> dict[str, str]:
         """A Secret's data, decoded to text."""
         path = f"/api/v1/namespaces/{quote(namespace, safe='')}/secrets/{quote(name, safe='')}"

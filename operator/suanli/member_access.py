@@ -12,15 +12,18 @@ which is its rendered copy) and hands the hub a kubeconfig made from the token S
   the hub switches to the new kubeconfig, then the old Secret is deleted, which revokes it.
 - ClusterRole ``suanli-hub`` with exactly what the operator calls on a member
   (``suanli.members.link``): list and watch Nodes and Pods (the capacity index), create, get,
-  list, watch and delete batch Jobs (the remote workloads), create, get and patch Namespaces
-  (one ``suanli-<tenant namespace>`` per tenant). Nothing else: no Secrets, no Pods of its own,
-  no exec, no RBAC.
+  list, watch, patch and delete batch Jobs (the remote workloads), create, get and patch
+  Namespaces (one ``suanli-<tenant namespace>`` per tenant), create Services (a gang's headless
+  Service), and create, update and delete-by-label Secrets and ConfigMaps (job-scoped copies of
+  the tenant's data). Nothing else: no reading of Secrets, no Pods of its own, no exec, no RBAC.
 - A ValidatingAdmissionPolicy and its binding, because RBAC cannot narrow ``create
   namespaces`` to some names or labels. For requests of the hub's identity only, it refuses:
   any Pod created directly (the hub makes Jobs; the member's Job controller makes the Pods);
   Namespaces not named ``suanli-*``, or without ``pod-security.kubernetes.io/enforce`` set to
-  one of the Pod Security levels suanli places jobs under (baseline, restricted); Jobs outside
-  ``suanli-*`` namespaces. So a bug (or a compromise) of the hub cannot open a privileged
+  one of the Pod Security levels suanli places jobs under (baseline, restricted); Jobs, Services,
+  Secrets and ConfigMaps outside ``suanli-*`` namespaces (RBAC grants these cluster-wide; the
+  policy keeps them to suanli's namespaces, so the hub can neither plant nor delete anything of
+  the member's own). So a bug (or a compromise) of the hub cannot open a privileged
   namespace, run a bare pod, or touch the member's own workloads.
 
 The functions here are pure, except :func:`apply` and :func:`read_token`, which talk to the member
@@ -45,6 +48,8 @@ TOKEN_SECRET: Final = "suanli-hub-token"
 GUARD_POLICY: Final = "suanli-hub-guard"
 REMOTE_NAMESPACE_PREFIX: Final = "suanli-"
 """Every namespace the hub makes on a member starts so (``suanli.members.workload``)."""
+NAMESPACED_KINDS: Final = ("services", "secrets", "configmaps")
+"""Core kinds the hub writes in its own namespaces only (held there by the guard policy)."""
 ENFORCE_LABEL: Final = "pod-security.kubernetes.io/enforce"
 SERVICE_ACCOUNT_ANNOTATION: Final = "kubernetes.io/service-account.name"
 FIELD_MANAGER: Final = "suanli"
@@ -85,8 +90,14 @@ def hub_rules() -> list[dict[str, Any]]:
         # The capacity index: every Node, every Pod's GPU requests (list, then watch).
         _rule("", ("nodes",), ("list", "watch")),
         _rule("", ("pods",), ("list", "watch")),
-        # The remote workloads: created (AlreadyExists, then read), followed, withdrawn.
-        _rule("batch", ("jobs",), ("create", "get", "list", "watch", "delete")),
+        # The remote workloads: created (AlreadyExists, then read), followed, withdrawn, and
+        # given a TTL once the hub recorded how they ended.
+        _rule("batch", ("jobs",), ("create", "get", "list", "watch", "patch", "delete")),
+        # A gang's headless Service (owned by its Job: the member's garbage collector removes it).
+        _rule("", ("services",), ("create",)),
+        # Job-scoped copies of the tenant's Secrets and ConfigMaps: written whole, never read,
+        # removed by label when the job ends.
+        _rule("", ("secrets", "configmaps"), ("create", "update", "deletecollection")),
         # One namespace per tenant: created, read when it exists, its labels kept current.
         _rule("", ("namespaces",), ("create", "get", "patch")),
     ]
@@ -149,6 +160,12 @@ def guard_policy(spec: AccessSpec) -> dict[str, Any]:
                         "operations": ["CREATE", "UPDATE", "DELETE"],
                         "resources": ["jobs"],
                     },
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE", "DELETE"],
+                        "resources": list(NAMESPACED_KINDS),
+                    },
                 ]
             },
             # Only the hub's own requests: the member's admins and controllers are untouched.
@@ -185,6 +202,13 @@ def guard_policy(spec: AccessSpec) -> dict[str, Any]:
                     "expression": "request.resource.resource != 'jobs' || "
                     f"request.namespace.startsWith('{prefix}')",
                     "message": f"the suanli hub may only manage Jobs in namespaces named {prefix}*",
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": f"!(request.resource.resource in {_cel_list(NAMESPACED_KINDS)})"
+                    f" || request.namespace.startsWith('{prefix}')",
+                    "message": f"the suanli hub may only manage Services, Secrets and ConfigMaps "
+                    f"in namespaces named {prefix}*",
                     "reason": "Forbidden",
                 },
             ],

@@ -55,5 +55,13 @@ class OperatorOptions:
     # webhook Service selects the leader alone. None outside a cluster.
     pod_name: str | None = None
     pod_namespace: str | None = None
+    # Seconds a finished remote Job (and its pods) stays on its member once the hub recorded
+    # its outcome; the member's TTL controller then deletes it.
+    remote_job_ttl_seconds: int = 3600
+    # Seconds between re-reads of running jobs' Secrets and ConfigMaps (copied to members).
+    tenant_data_sync_seconds: float = 20.0
+    # Seconds a finished ComputeJob stays on the hub after it finished; None keeps it forever.
+    # Its UsageRecords stay either way.
+    job_retention_seconds: float | None = None
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"

@@ -100,7 +100,9 @@ def operator_role() -> dict[str, Any]:
             # --kubeconfig-check-interval for rotations: never listed nor watched, so the
             # operator sees no Secret a MemberCluster does not name. The chart narrows this to
             # the namespaces that hold them with Roles.
-            _rule("", ("secrets",), ("get",)),
+            # Tenant data too: the Secrets and ConfigMaps a ComputeJob's template names, read
+            # one by one at admission (do they exist?) and to copy them to the job's member.
+            _rule("", ("secrets", "configmaps"), ("get",)),
             # Events for kubectl describe: ours (Hub.event) and Kopf's, both core/v1, created
             # once and never patched.
             _rule("", ("events",), ("create",)),

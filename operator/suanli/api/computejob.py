@@ -37,6 +37,7 @@ from suanli.api.common import (
 )
 from suanli.api.meta import AGE_COLUMN, KindInfo, PrinterColumn
 from suanli.api.podpolicy import template_errors
+from suanli.api.references import unportable_errors
 from suanli.api.validation import FieldError, duplicate_errors
 
 MAX_REPLICAS: Final = 64
@@ -51,6 +52,10 @@ MAX_JOB_RUNTIME: Final = timedelta(hours=720)
 MAX_PLACEMENT_CLUSTERS: Final = 64
 MAX_PLACEMENT_REGIONS: Final = 16
 MAX_ATTEMPTS: Final = 16
+MAX_FAILURES: Final = 8
+"""Failed pods mirrored into a job's status: the first ones by replica index."""
+FAILURE_MESSAGE_MAX: Final = 512
+"""Characters of a container's termination message kept (its tail: the last lines say why)."""
 
 ALLOWED_RESTART_POLICIES: Final = ("Never", "OnFailure")
 
@@ -222,6 +227,43 @@ class Attempt(ApiModel):
     )
 
 
+class PodFailure(ApiModel):
+    """Why one pod of the job failed on its member, as the member's kubelet reported it."""
+
+    replica: int | None = Field(
+        None, ge=0, description="replica is the pod's completion index (its NODE_RANK)."
+    )
+    pod: str = Field(max_length=253, description="pod is the pod's name on the member.")
+    cluster: DNSLabel = Field(description="cluster is the MemberCluster the pod ran on.")
+    node: str | None = Field(
+        None, max_length=253, description="node is the member's node the pod ran on."
+    )
+    container: str | None = Field(
+        None, max_length=253, description="container is the container that failed, if one did."
+    )
+    reason: str | None = Field(
+        None,
+        max_length=128,
+        description="reason is the kubelet's word for it: OOMKilled, Error, DeadlineExceeded, "
+        "Evicted, ContainerCannotRun, ...",
+    )
+    exit_code: int | None = Field(
+        None, description="exitCode is the container's exit status (137: killed by SIGKILL)."
+    )
+    oom_killed: bool | None = Field(
+        None,
+        alias="oomKilled",
+        description="oomKilled is true when the container was killed for exceeding its memory "
+        "limit; raise resources.limits.memory.",
+    )
+    message: str | None = Field(
+        None,
+        max_length=FAILURE_MESSAGE_MAX,
+        description="message is the end of the container's termination message "
+        "(/dev/termination-log), or the pod's status message, at most 512 characters.",
+    )
+
+
 class ComputeJobStatus(ApiModel):
     """What the operator observed and did; written by the operator only."""
 
@@ -285,6 +327,13 @@ class ComputeJobStatus(ApiModel):
         max_length=MAX_ATTEMPTS,
         description="attempts records each placement on a member cluster, oldest first, at most "
         "16.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+    failures: list[PodFailure] = Field(
+        default_factory=list,
+        max_length=MAX_FAILURES,
+        description="failures says, for the job's failed pods (at most 8), what went wrong "
+        "and where: replica, pod, node, container, reason, exit code, OOM kill and message.",
         json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
     conditions: list[Condition] = conditions_field(
@@ -374,6 +423,7 @@ def validate_computejob(job: ComputeJob) -> list[FieldError]:
     errors += _template_shape_errors(spec.template)
     # What the template may contain (host access, steering, accelerators) is the pod policy's.
     errors += template_errors(spec.template)
+    errors += unportable_errors(spec.template)
     return errors
 
 

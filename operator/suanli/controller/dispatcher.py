@@ -33,6 +33,7 @@ from suanli.controller.loops import run_forever
 from suanli.controller.placement import Placement
 from suanli.controller.ports import Clock, Hub, Link, LinkFactory, Obj, Sleep, Spawn
 from suanli.controller.status import JobStatus, StatusWriter, TrackedJob
+from suanli.controller.tenant_data import TenantData
 from suanli.controller.workload_sync import WorkloadSync
 from suanli.dispatch.capacity import CapacityIndex
 from suanli.dispatch.models import JobRequest
@@ -99,6 +100,7 @@ class Dispatcher:
             clock=clock,
             sleep=sleep,
         )
+        self.tenant_data = TenantData(hub=hub, book=self.book, members=self.fleet)
         self.followup = FollowUp(
             book=self.book,
             index=self.index,
@@ -123,7 +125,10 @@ class Dispatcher:
             follow=self.followup.follow,
             spawn=spawn,
             clock=clock,
+            tenant_data=self.tenant_data,
+            remote_job_ttl=options.remote_job_ttl_seconds,
         )
+        self.followup.recorded = self.sync.finished
         # Jobs (uid) deleted whose charge failed: the finalizer's retry takes them up again
         # as they were (their last attempt closed), not as the stored job says.
         self._deleting: dict[str, TrackedJob] = {}
@@ -150,6 +155,10 @@ class Dispatcher:
             "watchdog": (every(WATCHDOG_INTERVAL_SECONDS), self.followup.withdraw_stuck),
             "refused-credentials": (every(WATCHDOG_INTERVAL_SECONDS), notice_refused),
             "metrics": (every(METRICS_INTERVAL_SECONDS), publish),
+            "tenant-data-sync": (
+                every(self.options.tenant_data_sync_seconds),
+                self.tenant_data.resync,
+            ),
             "kubeconfig-check": (
                 every(self.options.kubeconfig_check_seconds),
                 self.fleet.check_kubeconfigs,
@@ -227,6 +236,10 @@ class Dispatcher:
         ``unwritten``: its status holds the admission record, not written yet.
         """
         status = job.status
+        if status.charged_cost is not None and status.remote_ref is not None:
+            # Recorded by an earlier life: should its remote Job still lack its TTL, it gets
+            # it at its next report (workload sync).
+            self.book.finished.add(job.metadata.uid or "")
         if status.phase is JobPhase.REJECTED or status.charged_cost is not None:
             return
         tracked = self._track(job, written=not unwritten)

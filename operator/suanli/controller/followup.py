@@ -22,7 +22,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -49,9 +49,13 @@ from suanli.controller.status import (
     TrackedJob,
     whole_seconds,
 )
+from suanli.controller.tenant_data import copies_selector
 from suanli.dispatch.capacity import CapacityIndex
 from suanli.dispatch.models import JobRequest
 from suanli.kube import NotFoundError
+from suanli.members.failures import describe as describe_failure
+from suanli.members.failures import pod_failures
+from suanli.members.workload import JOB_UID_LABEL
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +78,8 @@ class FollowUp:
     unschedulable_seconds: float
     sleep: Sleep = asyncio.sleep
     monotonic: Callable[[], float] = time.monotonic
+    recorded: Callable[[TrackedJob], Coroutine[Any, Any, None]] | None = None
+    """Called once a job's outcome is recorded (workload sync releases its remote Job)."""
     # Jobs (uid) whose pods the member's scheduler refused, and since when (monotonic).
     _unschedulable_since: dict[str, float] = field(default_factory=dict)
 
@@ -133,12 +139,36 @@ class FollowUp:
         if not succeeded and ended.get("reason") == "DeadlineExceeded":
             reason = JobReason.DEADLINE_EXCEEDED
         cost = self._close_attempt(tracked, start, end, reason, "")
+        why = ""
+        if not succeeded:
+            why = await self._failures(tracked)
         message = (
-            f"{'Succeeded' if succeeded else 'Failed'} on {tracked.dispatched_to}: "
+            f"{'Succeeded' if succeeded else 'Failed'} on {tracked.dispatched_to}: {why}"
             f"{cost.gpu_seconds} GPU-seconds at {format_money(cost.price_per_gpu_hour)}/GPU-hour, "
             f"charged {format_money(cost.charge)}"
         )
         await self.close(tracked, succeeded, reason, message, end=end, start=start)
+
+    async def _failures(self, tracked: TrackedJob) -> str:
+        """Why the job's pods failed, read from its member into the status; the sentence for
+        the Event ("" when the member does not say: the job still closes)."""
+        cluster = tracked.dispatched_to or ""
+        link = self.members.link(cluster)
+        ref = tracked.status.remote_ref
+        if link is None or ref is None:
+            return ""
+        try:
+            pods = await link.list_pods(ref.namespace, f"{JOB_UID_LABEL}={tracked.key}")
+        except Exception as error:
+            logger.warning("reading why %s failed on %s: %s", tracked.request.name, cluster, error)
+            return ""
+        failures = pod_failures(pods, cluster)
+        tracked.status.failures = failures
+        if not failures:
+            return ""
+        more = len(failures) - 1
+        also = f" (and {more} more failed pod(s), see status.failures)" if more else ""
+        return f"{describe_failure(failures[0])}{also}; "
 
     def _close_attempt(
         self, tracked: TrackedJob, start: datetime, end: datetime, reason: str, message: str
@@ -207,6 +237,8 @@ class FollowUp:
             await self.events.event(
                 tracked.identity.reference(), reason=reason, message=text, warning=True
             )
+        if self.recorded is not None:
+            self.spawn(self.recorded(tracked))
         self.book.retire(tracked)
         self.dispatching.withdraw(tracked.key)
         self.dispatching.kick()
@@ -370,6 +402,7 @@ class FollowUp:
         ref = tracked.status.remote_ref
         if link is not None and ref is not None:
             await link.delete_job(ref.namespace, ref.name)
+            await link.delete_copies(ref.namespace, copies_selector(tracked.key))
         await self.end_attempt(
             tracked,
             JobReason.WITHDRAWN_UNSCHEDULABLE,

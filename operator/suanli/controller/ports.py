@@ -48,6 +48,12 @@ class SecretReader(Protocol):
     async def secret(self, namespace: str, name: str) -> dict[str, str]: ...
 
 
+class TenantDataReader(Protocol):
+    """Reads a tenant's Secret or ConfigMap as stored (the hub client); NotFoundError if none."""
+
+    async def core_get(self, plural: str, namespace: str, name: str) -> dict[str, Any]: ...
+
+
 class Link(Protocol):
     """What the controller asks of a member's connection (:class:`~suanli.members.link.
     MemberLink`): its life cycle, its state, and the few remote operations on Jobs."""
@@ -69,6 +75,16 @@ class Link(Protocol):
     async def get_job(self, namespace: str, name: str) -> Obj | None: ...
 
     async def delete_job(self, namespace: str, name: str) -> bool: ...
+
+    async def set_job_ttl(self, namespace: str, name: str, seconds: int) -> bool: ...
+
+    async def create_service(self, body: Obj) -> None: ...
+
+    async def apply_copy(self, body: Obj) -> None: ...
+
+    async def delete_copies(self, namespace: str, selector: str) -> None: ...
+
+    async def list_pods(self, namespace: str, selector: str) -> list[Obj]: ...
 
 
 LinkFactory = Callable[[str, str, LinkEvents, tuple[str, ...]], Link]
@@ -103,5 +119,5 @@ class Dispatching(Protocol):
         ...
 
 
-class Hub(StatusPatcher, EventRecorder, SecretReader, Protocol):
+class Hub(StatusPatcher, EventRecorder, SecretReader, TenantDataReader, Protocol):
     """The hub's API server, as the controller uses it (:class:`suanli.kube.Hub`)."""

@@ -40,6 +40,7 @@ from suanli.api.computejob import (
     ComputeJobSpec,
     ComputeJobStatus,
     JobPhase,
+    PodFailure,
 )
 from suanli.api.meta import API_VERSION
 from suanli.api.reasons import JobConditionType
@@ -148,6 +149,9 @@ class JobStatus:
     start_time: datetime | None = None
     completion_time: datetime | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
+    # Why the pods of the last failed attempt failed; the API's models, as conditions are:
+    # written once, when a job fails.
+    failures: list[PodFailure] = field(default_factory=list)
     conditions: list[Condition] = field(default_factory=list)
 
     @classmethod
@@ -171,6 +175,7 @@ class JobStatus:
             start_time=status.start_time,
             completion_time=status.completion_time,
             attempts=[AttemptRecord.from_model(a) for a in status.attempts],
+            failures=[f.model_copy() for f in status.failures],
             conditions=[c.model_copy() for c in status.conditions],
         )
 
@@ -195,6 +200,9 @@ class JobStatus:
         _put(wire, "startTime", _time(self.start_time))
         _put(wire, "completionTime", _time(self.completion_time))
         wire["attempts"] = [attempt.to_wire() for attempt in self.attempts]
+        wire["failures"] = [
+            f.model_dump(mode="json", by_alias=True, exclude_none=True) for f in self.failures
+        ]
         wire["conditions"] = [
             c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in self.conditions
         ]
@@ -205,6 +213,7 @@ class JobStatus:
         return dataclasses.replace(
             self,
             attempts=[dataclasses.replace(a) for a in self.attempts],
+            failures=list(self.failures),
             conditions=[c.model_copy() for c in self.conditions],
         )
 

@@ -9,6 +9,15 @@ report of a Job goes to the follow-up of the job it belongs to (label ``suanli.i
 
 A job moved off a member leaves a stale copy there when the member did not answer: it is
 deleted as soon as the member reports it again, so a job never runs twice.
+
+Around the remote Job: the tenant's Secrets and ConfigMaps are copied first (:mod:`.tenant_data`),
+so its pods find them; a gang's headless Service follows the Job (it is owned by it), and is
+made again at the Job's next report should that fail. Once the hub has recorded how a job
+ended (its status and usage records written), :meth:`WorkloadSync.finished` deletes the copies
+and gives the remote Job a TTL (``ttlSecondsAfterFinished``), after which the member removes it
+with its pods and Service. Only then: a Job that vanished before its outcome was recorded would
+be taken for one never made, and made again. A finished job whose TTL could not be set gets it
+at its Job's next report.
 """
 
 from __future__ import annotations
@@ -16,16 +25,23 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from suanli import metrics
 from suanli.api.computejob import ComputeJob, JobPhase
 from suanli.api.reasons import JobConditionType, JobReason
 from suanli.controller.jobs import JobBook
 from suanli.controller.ports import Clock, Dispatching, Link, Members, Obj, Spawn
 from suanli.controller.status import StatusWriter, TrackedJob
+from suanli.controller.tenant_data import TenantData
 from suanli.dispatch.capacity import CapacityIndex, OverPlacementError
-from suanli.members.workload import JOB_UID_LABEL, remote_job, remote_namespace_object
+from suanli.members.workload import (
+    JOB_UID_LABEL,
+    gang_service,
+    remote_job,
+    remote_namespace_object,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +59,11 @@ class WorkloadSync:
     follow: Follow
     spawn: Spawn
     clock: Clock
+    tenant_data: TenantData
+    remote_job_ttl: int
+    """Seconds a finished remote Job stays on its member after the hub recorded its outcome."""
+    # Gangs (uid) whose headless Service this process made (or found made).
+    _services: set[str] = field(default_factory=set)
 
     async def create_remote(
         self, tracked: TrackedJob, link: Link, job: ComputeJob | None = None
@@ -58,7 +79,8 @@ class WorkloadSync:
                 raise LookupError(f"member {cluster} is gone")
             level = member.spec.pod_security_level
             await link.ensure_namespace(remote_namespace_object(job, level))
-            await link.create_job(remote_job(job, member.spec.gpu_resource_name, pin))
+            await self.tenant_data.copy(job, link)
+            created = await link.create_job(remote_job(job, member.spec.gpu_resource_name, pin))
         except Exception as error:
             logger.warning("creating the remote Job of %s failed: %s", tracked.request.name, error)
             self.index.forget(tracked.key)
@@ -75,6 +97,51 @@ class WorkloadSync:
             )
             await self.writer.write(tracked)
             self.dispatching.requeue(tracked.request)
+            return
+        await self._ensure_service(tracked, link, job, created)
+
+    async def _ensure_service(
+        self, tracked: TrackedJob, link: Link, job: ComputeJob, remote: Obj
+    ) -> None:
+        """Make the gang's headless Service, owned by its remote Job; a failure is retried at
+        the Job's next report (the pods cannot find each other until it exists)."""
+        uid = (remote.get("metadata") or {}).get("uid") or ""
+        service = gang_service(job, uid) if uid else None
+        if service is None or tracked.key in self._services:
+            return
+        try:
+            await link.create_service(service)
+        except Exception as error:
+            metrics.BACKGROUND_TASK_ERRORS.labels("gang-service").inc()
+            logger.warning("making %s's headless Service failed: %s", tracked.request.name, error)
+            return
+        self._services.add(tracked.key)
+
+    async def finished(self, tracked: TrackedJob) -> None:
+        """The job's outcome is recorded: its copies go, its remote Job gets its TTL."""
+        cluster = tracked.dispatched_to or ""
+        ref = tracked.status.remote_ref
+        self._services.discard(tracked.key)
+        if ref is not None:
+            await self._release(cluster, ref.namespace, ref.name, tracked.key)
+
+    async def _release(self, cluster: str, namespace: str, name: str, uid: str) -> None:
+        link = self.members.link(cluster)
+        if link is None:
+            return
+        try:
+            await self.tenant_data.remove(link, namespace, uid)
+            await link.set_job_ttl(namespace, name, self.remote_job_ttl)
+        except Exception as error:
+            metrics.BACKGROUND_TASK_ERRORS.labels("remote-release").inc()
+            logger.warning(
+                "releasing the finished Job %s/%s on %s failed (%s); tried again at its next "
+                "report",
+                namespace,
+                name,
+                cluster,
+                error,
+            )
 
     async def reattach(self, tracked: TrackedJob) -> None:
         """After a restart: the job was placed; make sure its remote Job exists and follow it."""
@@ -112,8 +179,10 @@ class WorkloadSync:
         link = self.members.link(cluster)
         if link is None:
             return
+        self._services.discard(tracked.key)
         try:
             await link.delete_job(ref.namespace, ref.name)
+            await self.tenant_data.remove(link, ref.namespace, tracked.key)
         except Exception as error:
             logger.warning(
                 "deleting %s's copy on %s failed (%s); removed when the member answers",
@@ -146,8 +215,17 @@ class WorkloadSync:
             self.spawn(self._remove_stale_copy(uid, cluster, remote))
             return
         tracked = self.book.get(uid)
-        if tracked is None or tracked.dispatched_to != cluster:
+        if tracked is None:
+            if uid in self.book.finished and _lacks_ttl(remote):
+                metadata = remote["metadata"]
+                self.spawn(self._release(cluster, metadata["namespace"], metadata["name"], uid))
             return
+        if tracked.dispatched_to != cluster:
+            return
+        link = self.members.link(cluster)
+        gang = tracked.request.replicas > 1
+        if link is not None and gang and not tracked.ended and uid not in self._services:
+            self.spawn(self._ensure_service(tracked, link, tracked.model(), remote))
         self.spawn(self.follow(tracked, remote))
 
     async def _remove_stale_copy(self, uid: str, cluster: str, remote: Obj) -> None:
@@ -156,5 +234,15 @@ class WorkloadSync:
             return
         metadata = remote["metadata"]
         await link.delete_job(metadata["namespace"], metadata["name"])
+        await self.tenant_data.remove(link, metadata["namespace"], uid)
         logger.info("removed the stale copy of job %s on %s", uid, cluster)
         self.book.stale_removed(uid, cluster)
+
+
+def _lacks_ttl(remote: Obj) -> bool:
+    """A remote Job that ended and has no TTL yet (the hub recorded it, then failed to set it)."""
+    conditions = (remote.get("status") or {}).get("conditions") or []
+    ended = any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions
+    )
+    return ended and (remote.get("spec") or {}).get("ttlSecondsAfterFinished") is None

@@ -36,9 +36,11 @@ from suanli.api.reasons import VoucherConditionType
 from suanli.api.validation import format_errors, parse
 from suanli.handlers.computejob import FINALIZER
 from suanli.handlers.ledger_writer import VoucherGoneError
+from suanli.handlers.references import reference_errors
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.voucher_cache import ParsedVoucher, parse_voucher
 from suanli.kube import NotFoundError
+from suanli.vouchers.estimate import estimate_warning
 from suanli.vouchers.holds import HOLD_ANNOTATION, QuotedHold, read_hold
 from suanli.vouchers.limits import Allowed, Refused, evaluate, quote
 from suanli.vouchers.pricing import offers_from_members
@@ -96,13 +98,20 @@ def _valid_computejob(data: dict[str, Any]) -> ComputeJob:
     side_effects=True,
 )
 async def computejob_create(
-    body: kopf.Body, dryrun: bool, memo: kopf.Memo, namespace: str | None, **_: Any
+    body: kopf.Body,
+    dryrun: bool,
+    memo: kopf.Memo,
+    namespace: str | None,
+    warnings: list[str],
+    **_: Any,
 ) -> None:
     started = time.monotonic()
     runtime: Runtime = memo.runtime
     if not runtime.gate.is_open:
         raise _deny(runtime.gate.refusal, "NotLeader", code=503)
     job = _valid_computejob(_object(body, namespace))
+    if missing := await reference_errors(runtime.hub, job):  # training jobs (issue 19)
+        raise _deny(format_errors(missing), "Invalid")
     found = await _find_voucher(runtime, job)
     if isinstance(found, str):
         raise _deny(found, "VoucherNotFound")
@@ -119,6 +128,9 @@ async def computejob_create(
     if ledger is None or not runtime.gate.is_open:
         raise _deny(runtime.gate.refusal, "NotLeader", code=503)
     decision = evaluate(job, voucher, offers_from_members(members), ledger, now)
+    if dryrun:  # the cost before submit (issue 19); warnings go out with a denial too
+        offers = offers_from_members(members)
+        warnings.append(estimate_warning(job, voucher, offers, ledger, decision))
     if isinstance(decision, Refused):
         await _record_denial(runtime, voucher_body, job, decision.message)
         raise _deny(decision.message, decision.reason)

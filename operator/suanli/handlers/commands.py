@@ -81,6 +81,20 @@ def register(subparsers: Any) -> None:
         "commands inside the operator (default: such kubeconfigs are refused)",
     )
     run.add_argument(
+        "--remote-job-ttl",
+        type=int,
+        default=defaults.remote_job_ttl_seconds,
+        help="seconds a finished Job stays on its member once the hub recorded its outcome "
+        "(default %(default)s)",
+    )
+    run.add_argument(
+        "--tenant-data-sync-interval",
+        type=float,
+        default=defaults.tenant_data_sync_seconds,
+        help="seconds between re-reads of running jobs' Secrets and ConfigMaps, copied to "
+        "their members (default %(default)s)",
+    )
+    run.add_argument(
         "--kubeconfig-check-interval",
         type=float,
         default=defaults.kubeconfig_check_seconds,
@@ -157,6 +171,8 @@ def _run(args: argparse.Namespace) -> int:
         lease_retry=args.lease_retry,
         pod_name=os.environ.get("POD_NAME") or None,
         pod_namespace=os.environ.get("POD_NAMESPACE") or None,
+        remote_job_ttl_seconds=args.remote_job_ttl,
+        tenant_data_sync_seconds=args.tenant_data_sync_interval,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
     )

@@ -526,6 +526,90 @@ class MemberLink:
             raise
         return True
 
+    async def set_job_ttl(self, namespace: str, name: str, seconds: int) -> bool:
+        """Let the member's TTL controller delete the (finished) Job ``seconds`` after it ended,
+        with its pods and what it owns; False if the Job is gone already."""
+        return await self._remote(
+            f"set the TTL of Job {namespace}/{name}", self._set_job_ttl, namespace, name, seconds
+        )
+
+    def _set_job_ttl(self, namespace: str, name: str, seconds: int) -> bool:
+        try:
+            request_json(
+                self._api,
+                "PATCH",
+                _job_path(namespace, name),
+                body={"spec": {"ttlSecondsAfterFinished": seconds}},
+                content_type="application/merge-patch+json",
+            )
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    async def create_service(self, body: Obj) -> None:
+        """Create the Service ``body``; one of its name existing already is success."""
+        namespace, name = _metadata(body, namespaced=True)
+        await self._remote(
+            f"create Service {namespace}/{name}", self._create_or_keep, "services", body
+        )
+
+    def _create_or_keep(self, plural: str, body: Obj) -> None:
+        namespace = quote(body["metadata"]["namespace"], safe="")
+        try:
+            request_json(self._api, "POST", f"/api/v1/namespaces/{namespace}/{plural}", body=body)
+        except ApiError as error:
+            if error.status != 409:
+                raise
+
+    async def apply_copy(self, body: Obj) -> None:
+        """Create the Secret or ConfigMap ``body``, or replace the one of its name (the
+        original changed). The copy is written whole and never read back."""
+        namespace, name = _metadata(body, namespaced=True)
+        kind = str(body.get("kind"))
+        await self._remote(f"copy {kind} {namespace}/{name}", self._apply_copy, body)
+
+    def _apply_copy(self, body: Obj) -> None:
+        plural = f"{str(body['kind']).lower()}s"
+        namespace, name = _metadata(body, namespaced=True)
+        base = f"/api/v1/namespaces/{quote(namespace, safe='')}/{plural}"
+        try:
+            request_json(self._api, "POST", base, body=body)
+            return
+        except ApiError as error:
+            if error.status == 404:
+                self._namespaces.pop(namespace, None)
+            if error.status != 409:
+                raise
+        # An update without a resourceVersion replaces whatever is there: the copy is ours.
+        request_json(self._api, "PUT", f"{base}/{quote(name, safe='')}", body=body)
+
+    async def delete_copies(self, namespace: str, selector: str) -> None:
+        """Delete the Secrets and ConfigMaps of ``namespace`` that match label ``selector``."""
+        await self._remote(
+            f"delete copies in {namespace}", self._delete_copies, namespace, selector
+        )
+
+    def _delete_copies(self, namespace: str, selector: str) -> None:
+        for plural in ("secrets", "configmaps"):
+            path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{plural}"
+            try:
+                request_json(self._api, "DELETE", path, query=(("labelSelector", selector),))
+            except ApiError as error:
+                if error.status != 404:
+                    raise
+
+    async def list_pods(self, namespace: str, selector: str) -> list[Obj]:
+        """The Pods of ``namespace`` that match label ``selector`` (one page: a job's pods)."""
+        return await self._remote(f"list Pods in {namespace}", self._list_pods, namespace, selector)
+
+    def _list_pods(self, namespace: str, selector: str) -> list[Obj]:
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods"
+        answer = request_json(self._api, "GET", path, query=(("labelSelector", selector),))
+        items: list[Obj] = answer.get("items") or []
+        return items
+
     async def list_jobs(self) -> list[Obj]:
         """Every Job suanli created in the member (label managed-by=suanli), all namespaces."""
         return await self._remote("list Jobs", self._list_jobs)

@@ -12,6 +12,8 @@ tenant more than its pod may have:
   member's own API server refuses a pod below that level whoever creates it;
 - remote pods get no ServiceAccount token and no Service environment variables: a tenant's job
   has no business with the member's API server or its Services;
+- Secrets and ConfigMaps the template names are job-scoped copies (:mod:`.copies`), and a gang
+  finds its peers through a headless Service (:mod:`.rendezvous`);
 - the pods are pinned to the nodes of the chosen GPU model by the very labels the dispatcher
   read that model from (see :class:`ModelPin`), so the member's scheduler cannot put them on
   GPUs of another price.
@@ -27,8 +29,15 @@ from typing import Any, Final
 
 from suanli.api.computejob import ComputeJob
 from suanli.api.podpolicy import PodSecurityLevel
+from suanli.api.references import rename_references
 from suanli.dispatch.gpu_models import MODEL_LABEL, PRODUCT_LABEL
 from suanli.dispatch.kube import JOB_LABEL
+from suanli.members.rendezvous import (
+    add_launcher_env,
+    headless_service,
+    launcher_env,
+    service_name,
+)
 
 JOB_NAMESPACE_LABEL: Final = "suanli.io/job-namespace"
 JOB_NAME_LABEL: Final = "suanli.io/job-name"
@@ -38,6 +47,10 @@ MANAGED_BY: Final = "suanli"
 HUB_ANNOTATION: Final = "suanli.io/computejob"
 
 _MAX_NAME: Final = 63
+_MAX_OBJECT_NAME: Final = 253
+_MAX_JOB_NAME: Final = 56
+"""An Indexed Job's pods are named ``<job>-<index>`` as hosts (a DNS label of at most 63): the
+Job's name leaves room for a dash and an index of up to six digits."""
 
 POD_SECURITY_LABEL_PREFIX: Final = "pod-security.kubernetes.io/"
 POD_SECURITY_MODES: Final = ("enforce", "warn", "audit")
@@ -47,7 +60,7 @@ so that a member's upgrade cannot change what is refused in the middle of a job'
 it together with the hub's policy (suanli.api.podpolicy)."""
 
 
-def _bounded(text: str, salt: str, limit: int = _MAX_NAME) -> str:
+def bounded_name(text: str, salt: str, limit: int = _MAX_NAME) -> str:
     """``text`` if it fits in ``limit``, else a prefix plus a short hash (still unique)."""
     if len(text) <= limit:
         return text
@@ -58,7 +71,7 @@ def _bounded(text: str, salt: str, limit: int = _MAX_NAME) -> str:
 def remote_namespace(job: ComputeJob) -> str:
     """One namespace per tenant on every member: ``suanli-<hub namespace>``."""
     namespace = job.metadata.namespace or "default"
-    return _bounded(f"suanli-{namespace}", namespace)
+    return bounded_name(f"suanli-{namespace}", namespace)
 
 
 def remote_name(job: ComputeJob) -> str:
@@ -68,14 +81,22 @@ def remote_name(job: ComputeJob) -> str:
     first one's remote Job while that is still being deleted.
     """
     uid = (job.metadata.uid or "")[:8]
-    return _bounded(f"{job.metadata.name}-{uid}" if uid else str(job.metadata.name), uid)
+    return bounded_name(
+        f"{job.metadata.name}-{uid}" if uid else str(job.metadata.name), uid, _MAX_JOB_NAME
+    )
+
+
+def copy_name(job_name: str, name: str) -> str:
+    """The name of the copy of the tenant's Secret or ConfigMap ``name`` for the remote Job
+    ``job_name`` (see :mod:`.copies`)."""
+    return bounded_name(f"{job_name}-{name}", name, _MAX_OBJECT_NAME)
 
 
 def job_labels(job: ComputeJob) -> dict[str, str]:
     return {
         MANAGED_BY_LABEL: MANAGED_BY,
         JOB_NAMESPACE_LABEL: job.metadata.namespace or "",
-        JOB_NAME_LABEL: _bounded(str(job.metadata.name), job.metadata.uid or ""),
+        JOB_NAME_LABEL: bounded_name(str(job.metadata.name), job.metadata.uid or ""),
         JOB_UID_LABEL: job.metadata.uid or "",
     }
 
@@ -210,10 +231,15 @@ def remote_job(job: ComputeJob, gpu_resource: str, pin: ModelPin | None) -> dict
     member's scheduler can only put it on that model. ``activeDeadlineSeconds`` is the job's
     maxRuntime: the member stops the job when it runs out. Pods are never retried
     (backoffLimit 0): a retry would run, and be charged, again behind the tenant's back. Pods
-    get neither a ServiceAccount token nor Service links (see the module notes).
+    get neither a ServiceAccount token nor Service links (see the module notes). References
+    to Secrets and ConfigMaps name the job's copies; a gang's pods get the rendezvous subdomain
+    and launcher variables (:mod:`.rendezvous`).
     """
     labels = job_labels(job)
+    name, namespace = remote_name(job), remote_namespace(job)
     template = copy.deepcopy(job.spec.template)
+    # The template names the tenant's hub objects; on the member it uses this job's copies.
+    rename_references(template, lambda _, original: copy_name(name, original))
     metadata = template.setdefault("metadata", {})
     metadata.setdefault("labels", {}).update(labels)
     spec = template.setdefault("spec", {})
@@ -232,12 +258,15 @@ def remote_job(job: ComputeJob, gpu_resource: str, pin: ModelPin | None) -> dict
     tolerations = spec.setdefault("tolerations", [])
     tolerations.append({"key": gpu_resource, "operator": "Exists", "effect": "NoSchedule"})
     replicas = job.spec.replicas
+    if replicas > 1:
+        spec["subdomain"] = service_name(name)
+        add_launcher_env(spec, launcher_env(name, namespace, replicas, job.spec.gpus_per_replica))
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": remote_name(job),
-            "namespace": remote_namespace(job),
+            "name": name,
+            "namespace": namespace,
             "labels": labels,
             "annotations": {HUB_ANNOTATION: f"{job.metadata.namespace}/{job.metadata.name}"},
         },
@@ -250,3 +279,17 @@ def remote_job(job: ComputeJob, gpu_resource: str, pin: ModelPin | None) -> dict
             "template": template,
         },
     }
+
+
+def gang_service(job: ComputeJob, owner_uid: str) -> dict[str, Any] | None:
+    """The headless Service of ``job``'s gang on its member, owned by the remote Job of uid
+    ``owner_uid``; None for a single replica, which has no peers to find."""
+    if job.spec.replicas <= 1:
+        return None
+    return headless_service(
+        remote_name(job),
+        remote_namespace(job),
+        {JOB_UID_LABEL: job.metadata.uid or ""},
+        job_labels(job),
+        owner_uid,
+    )

@@ -61,7 +61,7 @@ Issue VoucherQuotas, join MemberClusters, and oversee every tenant's ComputeJobs
 
 {{- define "suanli.rbac.operatorSecrets.rules" -}}
 - apiGroups: [""]
-  resources: ["secrets"]
+  resources: ["secrets", "configmaps"]
   verbs: ["get"]
 {{- end -}}
 

@@ -1,0 +1,106 @@
+"""Tenant data on members: job-scoped copies of the Secrets and ConfigMaps a template names.
+
+Before a job's remote Job is made, every Secret and ConfigMap its template names
+(:func:`~suanli.api.references.template_references`) is read from the job's hub namespace and
+written to the member under the job's own names (:mod:`suanli.members.copies`), so the pods find
+them when they start. While the job runs, :meth:`TenantData.resync` (a background loop) reads
+the originals again and rewrites a copy whose content changed: a rotated credential reaches
+the member. What was written is remembered by a digest, so an unchanged original costs one read
+on the hub and nothing on the member. When the job ends, is deleted or leaves its member, its
+copies there are deleted by label (:meth:`TenantData.remove`).
+
+A required reference whose object is gone when the job is dispatched fails the dispatch (the
+job is queued again, and its Dispatched condition names the object); admission refuses it in
+the first place. An optional one is skipped until it appears.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Final
+
+from suanli import metrics
+from suanli.api.computejob import ComputeJob
+from suanli.api.references import DataKind, template_references
+from suanli.controller.jobs import JobBook
+from suanli.controller.ports import Link, Members, TenantDataReader
+from suanli.kube import NotFoundError
+from suanli.members.copies import COPY_LABEL, content_hash, data_copy
+from suanli.members.workload import JOB_UID_LABEL, job_labels, remote_name, remote_namespace
+
+logger = logging.getLogger(__name__)
+
+_MAY_REFER: Final = (b"secret", b"configMap")
+"""A spec without either word names no tenant data: the resync skips it without parsing it."""
+
+
+def copies_selector(uid: str) -> str:
+    """The label selector of a job's copies on its member."""
+    return f"{JOB_UID_LABEL}={uid},{COPY_LABEL}=true"
+
+
+@dataclass
+class TenantData:
+    hub: TenantDataReader
+    book: JobBook
+    members: Members
+    # Per job (uid): the digest of each copy written, by (kind, original name).
+    _written: dict[str, dict[tuple[DataKind, str], str]] = field(default_factory=dict)
+
+    async def copy(self, job: ComputeJob, link: Link) -> None:
+        """Write the copies of what ``job``'s template names that are missing or out of date.
+
+        Raises:
+            LookupError: a required Secret or ConfigMap does not exist on the hub.
+        """
+        uid = job.metadata.uid or ""
+        namespace = job.metadata.namespace or ""
+        references = template_references(job.spec.template)
+        if not references:
+            return
+        required = {(r.kind, r.name) for r in references if not r.optional}
+        paths = {(r.kind, r.name): r.path for r in references}
+        written = self._written.setdefault(uid, {})
+        for kind, name in sorted(paths):
+            try:
+                source = await self.hub.core_get(kind.plural, namespace, name)
+            except NotFoundError:
+                if (kind, name) in required:
+                    raise LookupError(
+                        f"{paths[(kind, name)]}: {kind} {name!r} does not exist in namespace "
+                        f"{namespace!r}"
+                    ) from None
+                continue
+            digest = content_hash(kind, source)
+            if written.get((kind, name)) == digest:
+                continue
+            body = data_copy(
+                kind,
+                source,
+                job_name=remote_name(job),
+                namespace=remote_namespace(job),
+                labels=job_labels(job),
+            )
+            await link.apply_copy(body)
+            written[(kind, name)] = digest
+
+    async def resync(self) -> None:
+        """Bring every running job's copies up to date with their originals (one pass)."""
+        for tracked in list(self.book.jobs.values()):
+            spec = tracked.spec_json
+            if not tracked.live_on_member or not any(word in spec for word in _MAY_REFER):
+                continue
+            link = self.members.link(tracked.dispatched_to or "")
+            if link is None:
+                continue
+            try:
+                await self.copy(tracked.model(), link)
+            except Exception as error:  # one job's failure must not hold up the others
+                metrics.BACKGROUND_TASK_ERRORS.labels("tenant-data-sync").inc()
+                logger.warning("syncing %s's copies failed: %s", tracked.request.name, error)
+
+    async def remove(self, link: Link, namespace: str, uid: str) -> None:
+        """Delete job ``uid``'s copies in the member ``namespace``."""
+        await link.delete_copies(namespace, copies_selector(uid))
+        self._written.pop(uid, None)
