@@ -30,6 +30,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from e2e.conftest import LEASE_ARGS
 from e2e.kube import Cluster, kubectl
 from e2e.tenant import compute_job, voucher
 from suanli.devenv import install
@@ -215,6 +216,15 @@ def release(
         "3",
         "--hold-grace",
         "5",
+        # As the chart's Deployment runs it: its Lease in the release namespace (the only one
+        # where the chart lets it hold one), and the chart's webhook timeout.
+        "--lease-namespace",
+        CHART_NAMESPACE,
+        "--lease-name",
+        f"{RELEASE}-admission",
+        "--webhook-timeout",
+        "10",
+        *LEASE_ARGS,
     )
     state = Release(hub, helm, workdir, operator)
     saved_webhook: dict[str, Any] | None = None
@@ -341,7 +351,12 @@ def test_the_chart_installs_the_hub(release: Release) -> None:
     hub = release.hub
     apps = client.AppsV1Api(hub.api)
     deployment = apps.read_namespaced_deployment(f"{RELEASE}-operator", CHART_NAMESPACE)
-    assert deployment.spec.strategy.type == "Recreate"
+    assert deployment.spec.strategy.type == "RollingUpdate"
+    assert deployment.spec.replicas == 2
+    budget = client.PolicyV1Api(hub.api).read_namespaced_pod_disruption_budget(
+        f"{RELEASE}-operator", CHART_NAMESPACE
+    )
+    assert budget.spec.min_available == 1
     # The ReplicaSet's pod passes the namespace's "restricted" Pod Security admission (it stays
     # Pending: the hub has no nodes). Check that the admission is really on: a privileged pod
     # is refused.
