@@ -30,7 +30,6 @@ import kopf
 from suanli import metrics
 from suanli.api.computejob import ComputeJob, validate_computejob
 from suanli.api.kinds import validate_manifest
-from suanli.api.membercluster import MemberCluster
 from suanli.api.meta import API_VERSION, GROUP, VERSION
 from suanli.api.reasons import VoucherConditionType
 from suanli.api.validation import format_errors, parse
@@ -43,7 +42,6 @@ from suanli.kube import NotFoundError
 from suanli.vouchers.estimate import estimate_warning
 from suanli.vouchers.holds import HOLD_ANNOTATION, QuotedHold, read_hold
 from suanli.vouchers.limits import Allowed, Refused, evaluate, quote
-from suanli.vouchers.pricing import offers_from_members
 
 # The only spec field a tenant may change once the job is admitted: it reorders the queue and
 # neither the cost nor the placement rules.
@@ -121,15 +119,14 @@ async def computejob_create(
         await runtime.ledger_writer(*key).load()
     except VoucherGoneError:
         raise _deny(_missing_voucher(*key), "VoucherNotFound") from None
-    members = [MemberCluster.model_validate(m) for m in runtime.members.values()]
+    offers = runtime.price_offers()
     now = datetime.now(UTC)
     # From here to the hold no await: no other request can take what this one is judged on.
     ledger = runtime.book.ledger(key)
     if ledger is None or not runtime.gate.is_open:
         raise _deny(runtime.gate.refusal, "NotLeader", code=503)
-    decision = evaluate(job, voucher, offers_from_members(members), ledger, now)
+    decision = evaluate(job, voucher, offers, ledger, now)
     if dryrun:  # the cost before submit (issue 19); warnings go out with a denial too
-        offers = offers_from_members(members)
         warnings.append(estimate_warning(job, voucher, offers, ledger, decision))
     if isinstance(decision, Refused):
         await _record_denial(runtime, voucher_body, job, decision.message)
@@ -202,8 +199,7 @@ async def _quote(runtime: Runtime, data: dict[str, Any]) -> QuotedHold | None:
     found = await _find_voucher(runtime, job)
     if isinstance(found, str):
         return None
-    members = [MemberCluster.model_validate(m) for m in runtime.members.values()]
-    quoted = quote(job, found.voucher, offers_from_members(members), datetime.now(UTC))
+    quoted = quote(job, found.voucher, runtime.price_offers(), datetime.now(UTC))
     if not isinstance(quoted, Allowed):
         return None
     return _hold_of(found.voucher.metadata.name or "", quoted)

@@ -9,6 +9,7 @@ from typing import Any
 
 from suanli import metrics
 from suanli.api.common import DEFAULT_CURRENCY
+from suanli.api.membercluster import MemberCluster
 from suanli.api.voucherquota import VoucherQuota
 from suanli.controller.charging import RecordBilling
 from suanli.controller.dispatcher import Dispatcher
@@ -19,6 +20,7 @@ from suanli.kube import Hub
 from suanli.leadership import LeaseElector, Takeover
 from suanli.options import OperatorOptions
 from suanli.vouchers.book import VoucherBook
+from suanli.vouchers.pricing import PriceOffer, offers_from_members
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ class Runtime:
     gate: AdmissionGate = field(default_factory=AdmissionGate)
     elector: LeaseElector | None = None
     takeover: Takeover | None = None
+    # The members' price offers, parsed once per change of any member's spec.
+    _offers: tuple[tuple[tuple[str, Any], ...], list[PriceOffer]] = ((), [])
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     dispatcher: Dispatcher = field(init=False)
 
@@ -59,6 +63,19 @@ class Runtime:
     def _voucher(self, namespace: str, name: str) -> VoucherQuota | None:
         parsed = self.vouchers.get(namespace, name)
         return parsed.voucher if parsed is not None else None
+
+    def price_offers(self) -> list[PriceOffer]:
+        """Every member's price offers (admission prices each job's worst case with them)."""
+        versions = tuple(
+            sorted(
+                (name, (body.get("metadata") or {}).get("generation"))
+                for name, body in self.members.items()
+            )
+        )
+        if versions != self._offers[0] or not versions:
+            members = [MemberCluster.model_validate(m) for m in self.members.values()]
+            self._offers = (versions, offers_from_members(members))
+        return self._offers[1]
 
     def ledger_writer(self, namespace: str, name: str) -> LedgerWriter:
         key = (namespace, name)
