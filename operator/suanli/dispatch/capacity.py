@@ -60,7 +60,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
-from suanli.dispatch.gpu_models import canonical_model, normalize_gpu_model
+from suanli.api.gpu_models import canonical_model, normalize_gpu_model
 from suanli.dispatch.models import ClusterInfo, NodeInfo, PodInfo
 from suanli.telemetry.reader import DEFAULT_MAX_AGE, GpuTelemetry, TelemetrySnapshot
 

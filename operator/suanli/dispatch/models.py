@@ -6,7 +6,7 @@ these records, so they can be tested and benchmarked without either. The constru
 models; :mod:`suanli.dispatch.kube` translates member Nodes and Pods.
 
 GPU model names are kept in canonical form (upper case, see
-:func:`~suanli.dispatch.gpu_models.canonical_model`) in every record, so comparisons are plain
+:func:`~suanli.api.gpu_models.canonical_model`) in every record, so comparisons are plain
 set and dict operations.
 """
 
@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from suanli.api.common import ConditionStatus, find_condition
 from suanli.api.computejob import ComputeJob, PlacementPolicy
+from suanli.api.gpu_models import canonical_model
 from suanli.api.membercluster import DEFAULT_GPU_RESOURCE, MemberCluster
 from suanli.api.podpolicy import (
     DEFAULT_POD_SECURITY_LEVEL,
@@ -28,7 +29,6 @@ from suanli.api.podpolicy import (
 )
 from suanli.api.reasons import MemberConditionType, MemberReason
 from suanli.api.voucherquota import VoucherQuota
-from suanli.dispatch.gpu_models import canonical_model
 from suanli.vouchers.pricing import price_cap
 
 # Ready=False for these reasons is not a reason for the dispatcher to skip a reachable member:
@@ -241,6 +241,10 @@ class NodeInfo:
     model_label: str = ""
     """The raw ``suanli.io/gpu-model`` label, when the member's admin set one (it wins over the
     product label, and pods are then pinned by it)."""
+    resource: str = DEFAULT_GPU_RESOURCE
+    """The extended resource the node offers its devices as (``huawei.com/Ascend910``)."""
+    model_by: tuple[str, str] | None = None
+    """The (key, value) label its model was read from; pods are pinned to the model by it."""
 
     @property
     def total(self) -> int:
