@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
+from suanli.api.catalogue import DEFAULT_CATALOGUE, Accelerator, Catalogue, meets, member_catalogue
 from suanli.api.common import ConditionStatus, find_condition
 from suanli.api.computejob import ComputeJob, PlacementPolicy
 from suanli.api.gpu_models import canonical_model
@@ -59,6 +60,8 @@ class ClusterInfo:
     gpu_resource: str = DEFAULT_GPU_RESOURCE
     pod_security_level: PodSecurityLevel = DEFAULT_POD_SECURITY_LEVEL
     """The Pod Security Standards level the member requires of the pods it runs."""
+    catalogue: Catalogue = DEFAULT_CATALOGUE
+    """The accelerator catalogue as the member declares it (built-in plus its entries)."""
 
     @classmethod
     def from_member(cls, member: MemberCluster) -> ClusterInfo:
@@ -98,7 +101,35 @@ class ClusterInfo:
             cordoned=spec.cordoned,
             gpu_resource=spec.gpu_resource_name,
             pod_security_level=spec.pod_security_level,
+            catalogue=member_catalogue(member),
         )
+
+
+@dataclass(frozen=True)
+class CapabilityRequest:
+    """What each device must offer (``spec.capability``), whatever its model."""
+
+    min_fp16_tflops: int | None = None
+    min_memory_gib: int | None = None
+    vendors: frozenset[str] = frozenset()
+
+    def met_by(self, entry: Accelerator | None) -> bool:
+        return meets(
+            entry,
+            min_fp16_tflops=self.min_fp16_tflops,
+            min_memory_gib=self.min_memory_gib,
+            vendors=self.vendors,
+        )
+
+    def __str__(self) -> str:
+        parts = []
+        if self.min_fp16_tflops is not None:
+            parts.append(f">= {self.min_fp16_tflops} FP16 TFLOPS")
+        if self.min_memory_gib is not None:
+            parts.append(f">= {self.min_memory_gib} GiB")
+        if self.vendors:
+            parts.append("from " + " or ".join(sorted(self.vendors)))
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -155,6 +186,8 @@ class JobRequest:
     """The Pod Security levels the job's template does not meet, each with the first field
     that falls short (for the tenant); members requiring one of these levels are passed over.
     A tuple, not a dict, so the record stays hashable."""
+    capability: CapabilityRequest | None = None
+    """What each device must offer; None when the job asks by model names only."""
 
     @property
     def total_gpus(self) -> int:
@@ -197,6 +230,15 @@ class JobRequest:
             submitted_at=submitted_at,
             voucher=terms,
             unmet_levels=unmet_levels(spec.template),
+            capability=(
+                CapabilityRequest(
+                    min_fp16_tflops=spec.capability.min_fp16_tflops,
+                    min_memory_gib=spec.capability.min_memory_gib,
+                    vendors=frozenset(v.value for v in spec.capability.vendors),
+                )
+                if spec.capability is not None and not spec.capability.empty
+                else None
+            ),
             price_cap=(
                 price_cap(job.status.estimated_cost, spec.total_gpus, spec.max_runtime)
                 if job.status.estimated_cost is not None
