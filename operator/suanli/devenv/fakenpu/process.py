@@ -54,6 +54,12 @@ class FakeNpuExporter:
         return f"{self.url}/metrics#node={self.node}"
 
     @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("the stand-in npu-exporter is not running")
+        return self._process.pid
+
+    @property
     def state(self) -> FakeNpuState:
         return self._state
 
