@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from typing import Final
 
 from suanli.api.accelerators import VENDOR_RESOURCES, Vendor
@@ -194,7 +195,7 @@ class Catalogue:
     def __iter__(self) -> Iterator[Accelerator]:
         return iter(self.entries.values())
 
-    @property
+    @cached_property
     def resources(self) -> frozenset[str]:
         """Every resource name some model here is advertised as."""
         return frozenset(a.resource for a in self.entries.values()) | frozenset(

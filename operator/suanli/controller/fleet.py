@@ -152,6 +152,9 @@ class MemberFleet:
             previous is not None
             and previous.spec.kubeconfig_secret_ref == member.spec.kubeconfig_secret_ref
             and previous.spec.telemetry_endpoints == member.spec.telemetry_endpoints
+            # Its catalogue entries decide each node's model and resource: read them again.
+            and previous.spec.accelerators == member.spec.accelerators
+            and previous.spec.gpu_resource_name == member.spec.gpu_resource_name
             and name in self.links
         )
         if not unchanged:
@@ -365,7 +368,9 @@ class MemberFleet:
     def catalogue(self, cluster: str) -> Catalogue:
         """The accelerator catalogue as ``cluster`` declares it (built-in plus its entries)."""
         member = self.members.get(cluster)
-        return DEFAULT_CATALOGUE if member is None else member_catalogue(member)
+        if member is None or not member.spec.accelerators:
+            return DEFAULT_CATALOGUE  # the common case, read on every pod event: no copy
+        return member_catalogue(member)
 
     def _gpu_resource(self, cluster: str) -> str:
         member = self.members.get(cluster)
