@@ -178,7 +178,7 @@ def test_default_printer_columns() -> None:
     assert columns == {
         "ComputeJob": ["Phase", "GPUs", "Cluster", "Cost", "Age"],
         "VoucherQuota": ["Amount", "Spent", "Reserved", "Remaining", "Expires", "Age"],
-        "MemberCluster": ["Ready", "Region", "Free", "Total", "Age"],
+        "MemberCluster": ["Ready", "Region", "Free", "Total", "FreePFLOPS", "PFLOPS", "Age"],
         "UsageRecord": [
             "Job",
             "Attempt",

@@ -509,6 +509,62 @@ CASES = [
         {"spec.cordoned": "yes please"},
         ["spec.cordoned"],
     ),
+    # Capability requests and the accelerator catalogue's per-member entries.
+    Case("job-capability-empty", "ComputeJob", {"spec.capability": {}}, ["spec.capability"]),
+    Case(
+        "job-capability-unknown-vendor",
+        "ComputeJob",
+        {"spec.capability": {"vendors": ["Intel"]}},
+        ["spec.capability.vendors[0]"],
+        ["Huawei"],
+    ),
+    Case(
+        "job-capability-tflops-zero",
+        "ComputeJob",
+        {"spec.capability": {"minFP16TFLOPS": 0}},
+        ["spec.capability.minFP16TFLOPS"],
+    ),
+    Case(
+        "job-capability-memory-too-large",
+        "ComputeJob",
+        {"spec.capability": {"minMemoryGiB": 5000}},
+        ["spec.capability.minMemoryGiB"],
+        ["4096"],
+    ),
+    Case(
+        "job-capability-duplicate-vendor",
+        "ComputeJob",
+        {"spec.capability": {"vendors": ["Huawei", "Huawei"]}},
+        ["spec.capability.vendors[1]"],
+    ),
+    Case(
+        "member-accelerator-duplicate-model",
+        "MemberCluster",
+        {
+            "spec.accelerators": [
+                {"model": "MLU590", "vendor": "Cambricon", "memoryGiB": 80},
+                {"model": "MLU590", "vendor": "Cambricon", "memoryGiB": 96},
+            ]
+        },
+        ["spec.accelerators[1].model"],
+    ),
+    Case(
+        "member-accelerator-tflops-zero",
+        "MemberCluster",
+        {
+            "spec.accelerators": [
+                {"model": "Z100", "vendor": "Hygon", "memoryGiB": 32, "fp16TFLOPS": 0}
+            ]
+        },
+        ["spec.accelerators[0].fp16TFLOPS"],
+    ),
+    Case(
+        "member-endpoint-fragment-not-a-node",
+        "MemberCluster",
+        {"spec.telemetryEndpoints": ["http://10.0.0.5:8082/metrics#other"]},
+        ["spec.telemetryEndpoints[0]"],
+        ["#node="],
+    ),
 ]
 
 

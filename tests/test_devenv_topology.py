@@ -10,10 +10,30 @@ from suanli.errors import UserFacingError
 
 def test_default_federation_has_the_documented_members() -> None:
     spec = default_federation()
-    assert [m.name for m in spec.members] == ["member-a", "member-b"]
+    assert [m.name for m in spec.members] == ["member-a", "member-b", "member-c"]
     assert spec.members[0].gpu_capacity == {"H100": 32}
     assert spec.members[1].gpu_capacity == {"A800": 16, "L40S": 8}
+    assert spec.members[2].gpu_capacity == {"ASCEND910B": 16}
     assert spec.hub.node_pools == ()
+
+
+def test_ascend_nodes_are_labelled_and_advertised_as_ascends_device_plugin_does() -> None:
+    from suanli.devenv.manifests import gpu_nodes  # noqa: PLC0415
+    from suanli.dispatch.kube import node_from_k8s  # noqa: PLC0415
+
+    ascend = default_federation().members[2]
+    nodes = gpu_nodes(ascend)
+    assert len(nodes) == 2
+    labels = nodes[0]["metadata"]["labels"]
+    assert labels["accelerator"] == "huawei-Ascend910"
+    assert labels["node.kubernetes.io/npu.chip.name"] == "910B3"
+    assert "nvidia.com/gpu" not in nodes[0]["status"]["allocatable"]
+    info = node_from_k8s({**nodes[0], "status": {**nodes[0]["status"], "conditions": []}})
+    assert (info.model, info.resource, info.allocatable) == (
+        "ASCEND910B",
+        "huawei.com/Ascend910",
+        8,
+    )
 
 
 def test_member_count_outside_the_built_in_layout_is_refused_with_the_limit() -> None:

@@ -8,10 +8,7 @@ from typing import Any
 import pytest
 
 from suanli.api.computejob import ComputeJob, PlacementPolicy
-from suanli.api.membercluster import MemberCluster
-from suanli.api.podpolicy import PodSecurityLevel
-from suanli.api.voucherquota import VoucherQuota
-from suanli.dispatch.gpu_models import (
+from suanli.api.gpu_models import (
     MODEL_LABEL,
     PRODUCT_LABEL,
     GpuProduct,
@@ -20,6 +17,9 @@ from suanli.dispatch.gpu_models import (
     parse_gpu_product,
     product_of_labels,
 )
+from suanli.api.membercluster import MemberCluster
+from suanli.api.podpolicy import PodSecurityLevel
+from suanli.api.voucherquota import VoucherQuota
 from suanli.dispatch.kube import JOB_LABEL, node_from_k8s, parse_count, pod_from_k8s
 from suanli.dispatch.models import ClusterInfo, JobRequest, VoucherTerms, unmet_levels
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from suanli.api.catalogue import DEFAULT_CATALOGUE
 from suanli.api.computejob import ComputeJobSpec
 from suanli.api.membercluster import MemberCluster
 from suanli.api.voucherquota import VoucherQuota
@@ -164,7 +165,15 @@ def test_offers_from_members():
         "sh-2/L40S",
     ]
     bj = OFFERS[0]
-    assert bj == PriceOffer("bj-1", "beijing", "H100", Decimal("250.00"), "CNY", cordoned=True)
+    assert bj == PriceOffer(
+        "bj-1",
+        "beijing",
+        "H100",
+        Decimal("250.00"),
+        "CNY",
+        cordoned=True,
+        accelerator=DEFAULT_CATALOGUE.get("H100"),
+    )
     assert OFFERS[1].currency == "USD"
 
 

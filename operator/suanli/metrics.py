@@ -73,6 +73,16 @@ MEMBER_FREE_GPUS: Final = Gauge(
 MEMBER_TOTAL_GPUS: Final = Gauge(
     "suanli_member_gpus", "GPUs per member cluster and model.", ["member", "model"]
 )
+MEMBER_PFLOPS: Final = Gauge(
+    "suanli_member_pflops",
+    "Dense FP16 PFLOPS per member cluster: total, schedulable (on nodes taking pods), free.",
+    ["member", "state"],
+)
+FEDERATION_PFLOPS: Final = Gauge(
+    "suanli_federation_pflops",
+    "Dense FP16 PFLOPS of the whole federation: total, schedulable (on Ready members), free.",
+    ["state"],
+)
 MEMBER_KUBECONFIG_RELOADS: Final = Counter(
     "suanli_member_kubeconfig_reloads_total",
     "Reconnections of a member because its kubeconfig Secret changed (a rotated credential).",

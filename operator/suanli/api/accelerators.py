@@ -58,7 +58,9 @@ environment-based device requests from unprivileged containers (NVIDIA:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Final
 
@@ -193,3 +195,34 @@ def is_device_env(name: str) -> bool:
 def is_accelerator_node_label(key: str) -> bool:
     """Whether a node label key is one an accelerator vendor's software sets."""
     return any(key.startswith(prefix) for prefix in NODE_LABEL_PREFIXES)
+
+
+class Vendor(StrEnum):
+    """Accelerator vendors a job may ask for (``spec.capability.vendors``)."""
+
+    NVIDIA = "NVIDIA"
+    HUAWEI = "Huawei"
+    CAMBRICON = "Cambricon"
+    HYGON = "Hygon"
+    ILUVATAR = "Iluvatar"
+    METAX = "MetaX"
+    MOORE_THREADS = "MooreThreads"
+    KUNLUNXIN = "Kunlunxin"
+    ENFLAME = "Enflame"
+    AMD = "AMD"
+
+
+# The resource each vendor's device plugin advertises whole devices as (docs/accelerators.md
+# lists where each comes from); a member's admin names another with an entry's resourceName.
+VENDOR_RESOURCES: Final[Mapping[Vendor, str]] = {
+    Vendor.NVIDIA: "nvidia.com/gpu",
+    Vendor.HUAWEI: "huawei.com/Ascend910",
+    Vendor.CAMBRICON: "cambricon.com/mlu",
+    Vendor.HYGON: "hygon.com/dcu",
+    Vendor.ILUVATAR: "iluvatar.com/gpu",
+    Vendor.METAX: "metax-tech.com/gpu",
+    Vendor.MOORE_THREADS: "mthreads.com/gpu",
+    Vendor.KUNLUNXIN: "kunlunxin.com/xpu",
+    Vendor.ENFLAME: "enflame.com/gcu",
+    Vendor.AMD: "amd.com/gpu",
+}

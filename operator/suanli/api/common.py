@@ -61,11 +61,17 @@ GPU_MODEL_MAX: Final = 63
 CURRENCY_PATTERN: Final = r"^[A-Z]{3}$"
 
 _DNS_LABEL_RE: Final = re.compile(DNS_LABEL_PATTERN)
+_DNS_SUBDOMAIN_RE: Final = re.compile(DNS_SUBDOMAIN_PATTERN)
 
 
 def is_dns_label(value: str) -> bool:
     """Whether ``value`` is an RFC 1123 label (lower-case alphanumerics and '-', at most 63)."""
     return bool(_DNS_LABEL_RE.fullmatch(value))
+
+
+def is_dns_subdomain(value: str) -> bool:
+    """Whether ``value`` is an RFC 1123 subdomain (what most object names, nodes', must be)."""
+    return len(value) <= DNS_SUBDOMAIN_MAX and bool(_DNS_SUBDOMAIN_RE.fullmatch(value))
 
 
 DNSLabel = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=DNS_LABEL_MAX)]

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, WithJsonSchema
 
+from suanli.api.accelerators import Vendor
 from suanli.api.common import (
     ApiModel,
     Condition,
@@ -56,6 +57,9 @@ MAX_FAILURES: Final = 8
 """Failed pods mirrored into a job's status: the first ones by replica index."""
 FAILURE_MESSAGE_MAX: Final = 512
 """Characters of a container's termination message kept (its tail: the last lines say why)."""
+MAX_TFLOPS: Final = 100_000
+MAX_MEMORY_GIB: Final = 4096
+MAX_VENDORS: Final = 10
 
 ALLOWED_RESTART_POLICIES: Final = ("Never", "OnFailure")
 
@@ -106,9 +110,40 @@ class Placement(ApiModel):
     policy: PlacementPolicy = Field(
         PlacementPolicy.CHEAPEST,
         description="policy chooses among the clusters that can run the job now: Cheapest "
-        "(lowest price per GPU-hour, then most free GPUs) or MostHeadroom (most free GPUs, "
-        "then lowest price). Defaults to Cheapest.",
+        "(lowest price per GPU-hour, or per PFLOPS-hour for a job that sets capability, then "
+        "most free GPUs) or MostHeadroom (most free GPUs, then lowest price). Defaults to "
+        "Cheapest.",
     )
+
+
+class Capability(ApiModel):
+    """What each device must offer, whatever its model: for jobs that ask by capability."""
+
+    min_fp16_tflops: int | None = Field(
+        None,
+        alias="minFP16TFLOPS",
+        ge=1,
+        le=MAX_TFLOPS,
+        description="minFP16TFLOPS is the least dense FP16/BF16 tensor throughput one device "
+        "must have, in TFLOPS, 1 to 100000, as the accelerator catalogue lists it (see "
+        "docs/accelerators.md). A model without a known figure never qualifies.",
+    )
+    min_memory_gib: int | None = Field(
+        None,
+        alias="minMemoryGiB",
+        ge=1,
+        le=MAX_MEMORY_GIB,
+        description="minMemoryGiB is the least memory one device must have, in GiB, 1 to 4096.",
+    )
+    vendors: list[Vendor] = set_field(
+        "vendors lists the accelerator vendors the job accepts (NVIDIA, Huawei, Cambricon, "
+        "Hygon, ...), at most 10; empty accepts every vendor.",
+        MAX_VENDORS,
+    )
+
+    @property
+    def empty(self) -> bool:
+        return self.min_fp16_tflops is None and self.min_memory_gib is None and not self.vendors
 
 
 class ComputeJobSpec(ApiModel):
@@ -133,10 +168,18 @@ class ComputeJobSpec(ApiModel):
         "empty accepts every model the voucher allows. All replicas get the same model.",
         MAX_GPU_MODELS,
     )
+    capability: Capability | None = Field(
+        None,
+        description="capability asks for devices by what they offer rather than by name: a "
+        "minimum FP16 TFLOPS and memory per device, and optionally vendors. Every model that "
+        "qualifies (and is in gpuModels, when that is set) is a candidate, and the Cheapest "
+        "policy then compares members by price per PFLOPS-hour delivered.",
+    )
     template: PodTemplate = Field(
         description="template is the pod template every replica runs (a PodTemplateSpec with "
         "metadata and spec; at least one container). Leave GPU resources out: the operator "
-        "adds the member's GPU resource, gpusPerReplica of it, to the first container.",
+        "adds the chosen model's accelerator resource (nvidia.com/gpu, huawei.com/Ascend910, "
+        "...), gpusPerReplica of it, to the first container.",
     )
     max_runtime: Duration = Field(
         description="maxRuntime is the longest the job may run once dispatched, as whole "
@@ -418,6 +461,18 @@ def validate_computejob(job: ComputeJob) -> list[FieldError]:
             )
         )
     errors += duplicate_errors("spec.gpuModels", spec.gpu_models, "GPU model")
+    if spec.capability is not None:
+        errors += duplicate_errors(
+            "spec.capability.vendors", [v.value for v in spec.capability.vendors], "vendor"
+        )
+        if spec.capability.empty:
+            errors.append(
+                FieldError(
+                    "spec.capability",
+                    "set at least one of minFP16TFLOPS, minMemoryGiB or vendors, or leave "
+                    "capability out",
+                )
+            )
     errors += duplicate_errors("spec.placement.clusters", spec.placement.clusters, "cluster")
     errors += duplicate_errors("spec.placement.regions", spec.placement.regions, "region")
     errors += _template_shape_errors(spec.template)

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
+from suanli.api.accelerators import VENDOR_RESOURCES, Vendor
 from suanli.api.common import (
     DEFAULT_CURRENCY,
     DNS_SUBDOMAIN_PATTERN,
@@ -31,6 +32,7 @@ from suanli.api.common import (
     Timestamp,
     conditions_field,
     is_dns_label,
+    is_dns_subdomain,
     set_field,
 )
 from suanli.api.meta import AGE_COLUMN, KindInfo, PrinterColumn
@@ -42,6 +44,11 @@ DEFAULT_KUBECONFIG_KEY: Final = "kubeconfig"
 MAX_PRICES: Final = 32
 MAX_TELEMETRY_ENDPOINTS: Final = 16
 MAX_GPUS_PER_MEMBER: Final = 1_000_000
+MAX_ACCELERATORS: Final = 32
+MAX_TFLOPS: Final = 100_000
+MAX_MEMORY_GIB: Final = 4096
+# PFLOPS with three decimals: exact for sums of whole TFLOPS.
+PFLOPS_PATTERN: Final = r"^(0|[1-9][0-9]{0,11})\.[0-9]{3}$"
 
 # An extended resource name must carry a domain prefix: "nvidia.com/gpu", "amd.com/gpu".
 GPU_RESOURCE_PATTERN: Final = (
@@ -84,6 +91,43 @@ class GPUPrice(ApiModel):
     )
 
 
+class AcceleratorEntry(ApiModel):
+    """A model the member offers that the built-in catalogue lacks or gets wrong."""
+
+    model: GPUModel = Field(
+        description="model is the short model name, as prices and jobs name it (e.g. "
+        '"MLU590"); an entry for a built-in model replaces the built-in figures on this member.',
+    )
+    vendor: Vendor = Field(description="vendor is who makes it: NVIDIA, Huawei, Cambricon, ...")
+    resource_name: str | None = Field(
+        None,
+        max_length=253,
+        pattern=GPU_RESOURCE_PATTERN,
+        description="resourceName is the extended resource the device plugin advertises one "
+        "device as; defaults to the vendor's usual one (nvidia.com/gpu, huawei.com/Ascend910, "
+        "cambricon.com/mlu, hygon.com/dcu, ...).",
+    )
+    fp16_tflops: int | None = Field(
+        None,
+        alias="fp16TFLOPS",
+        ge=1,
+        le=MAX_TFLOPS,
+        description="fp16TFLOPS is one device's dense FP16/BF16 tensor throughput, in whole "
+        "TFLOPS, 1 to 100000; without it the devices add no PFLOPS and never qualify for jobs "
+        "that ask by capability.",
+    )
+    memory_gib: int = Field(
+        ge=1,
+        le=MAX_MEMORY_GIB,
+        alias="memoryGiB",
+        description="memoryGiB is one device's memory, in GiB, 1 to 4096.",
+    )
+
+    @property
+    def resource(self) -> str:
+        return self.resource_name or VENDOR_RESOURCES[self.vendor]
+
+
 class MemberClusterSpec(ApiModel):
     """How to reach the member, where it is and what its GPUs cost."""
 
@@ -121,9 +165,21 @@ class MemberClusterSpec(ApiModel):
             "x-kubernetes-list-map-keys": ["gpuModel"],
         },
     )
+    accelerators: list[AcceleratorEntry] = Field(
+        default_factory=list,
+        max_length=MAX_ACCELERATORS,
+        description="accelerators adds models to the built-in accelerator catalogue, or "
+        "corrects its figures, for this member only, at most 32 (see docs/accelerators.md).",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["model"],
+        },
+    )
     telemetry_endpoints: list[TelemetryURL] = set_field(
-        "telemetryEndpoints lists http(s) URLs of GPU metrics endpoints (suanli's exporter or "
-        "dcgm-exporter, Prometheus text format), at most 16 of at most 2048 characters. "
+        "telemetryEndpoints lists http(s) URLs of accelerator metrics endpoints in Prometheus "
+        "text format (suanli's exporter, dcgm-exporter, or Ascend's npu-exporter), at most 16 "
+        "of at most 2048 characters. An exporter whose series do not name their node "
+        "(npu-exporter) needs the node as a fragment: http://10.0.0.5:8082/metrics#node=n1. "
         "Without one, only the member's API server view of its GPUs is used.",
         MAX_TELEMETRY_ENDPOINTS,
     )
@@ -183,6 +239,24 @@ class GPUInventory(ApiModel):
         description="utilizationPercent is the mean utilization of these GPUs, in percent, "
         "0 to 100.",
     )
+    vendor: Vendor | None = Field(
+        None, description="vendor is who makes the model, from the accelerator catalogue."
+    )
+    resource_name: str | None = Field(
+        None,
+        max_length=253,
+        description="resourceName is the extended resource the model's nodes advertise.",
+    )
+    fp16_tflops: int | None = Field(
+        None,
+        alias="fp16TFLOPS",
+        ge=0,
+        description="fp16TFLOPS is one device's dense FP16 throughput, in TFLOPS, from the "
+        "catalogue; absent when the catalogue has no figure.",
+    )
+
+
+PFLOPS = Annotated[str, Field(pattern=PFLOPS_PATTERN, max_length=17)]
 
 
 class MemberClusterStatus(ApiModel):
@@ -213,6 +287,22 @@ class MemberClusterStatus(ApiModel):
         alias="freeGPUs",
         ge=0,
         description="freeGPUs is the sum of gpus[].free, in GPUs.",
+    )
+    total_pflops: PFLOPS | None = Field(
+        None,
+        alias="totalPFLOPS",
+        description="totalPFLOPS is the dense FP16 throughput of all the member's devices of "
+        'known figures, in PFLOPS with three decimals ("31.648").',
+    )
+    schedulable_pflops: PFLOPS | None = Field(
+        None,
+        alias="schedulablePFLOPS",
+        description="schedulablePFLOPS is that of the devices on schedulable nodes, in PFLOPS.",
+    )
+    free_pflops: PFLOPS | None = Field(
+        None,
+        alias="freePFLOPS",
+        description="freePFLOPS is that of the free devices (gpus[].free), in PFLOPS.",
     )
     utilization_percent: int | None = Field(
         None,
@@ -268,6 +358,12 @@ KIND_INFO: Final = KindInfo(
         PrinterColumn("Region", "string", ".spec.region", "Where the member is."),
         PrinterColumn("Free", "integer", ".status.freeGPUs", "GPUs free for new jobs."),
         PrinterColumn("Total", "integer", ".status.totalGPUs", "GPUs in the member."),
+        PrinterColumn(
+            "FreePFLOPS", "string", ".status.freePFLOPS", "Dense FP16 PFLOPS free for new jobs."
+        ),
+        PrinterColumn(
+            "PFLOPS", "string", ".status.totalPFLOPS", "Dense FP16 PFLOPS in the member."
+        ),
         AGE_COLUMN,
         PrinterColumn("Provider", "string", ".spec.provider", "Who runs it.", priority=1),
         PrinterColumn("Cordoned", "boolean", ".spec.cordoned", "No new jobs.", priority=1),
@@ -320,6 +416,12 @@ def validate_membercluster(member: MemberCluster) -> list[FieldError]:
         for model in offered
         if model not in models
     ]
+    errors += [
+        FieldError(f"{error.path}.model", error.message)
+        for error in duplicate_errors(
+            "spec.accelerators", [entry.model for entry in spec.accelerators], "model"
+        )
+    ]
     errors += duplicate_errors(
         "spec.telemetryEndpoints", spec.telemetry_endpoints, "telemetry endpoint"
     )
@@ -342,4 +444,17 @@ def _url_problem(url: str) -> str | None:
         return "must name a host"
     if port == 0:
         return "port must be between 1 and 65535"
+    if parts.fragment and endpoint_node(url) is None:
+        return "the fragment may only name the exporter's node, as #node=<node name>"
     return None
+
+
+def endpoint_node(url: str) -> str | None:
+    """The node a telemetry endpoint's ``#node=<name>`` fragment names, if it names one.
+
+    Exporters such as Ascend's npu-exporter serve one node and do not say which in their series;
+    the fragment tells the hub (it is never sent to the exporter).
+    """
+    fragment = urlsplit(url).fragment
+    key, _, value = fragment.partition("=")
+    return value if key == "node" and is_dns_subdomain(value) else None

@@ -28,7 +28,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from suanli import metrics
-from suanli.api.membercluster import MemberCluster
+from suanli.api.catalogue import DEFAULT_CATALOGUE, Catalogue, member_catalogue
+from suanli.api.membercluster import DEFAULT_GPU_RESOURCE, MemberCluster
 from suanli.api.meta import API_VERSION
 from suanli.api.reasons import MemberReason
 from suanli.controller.ports import (
@@ -44,7 +45,7 @@ from suanli.controller.ports import (
 from suanli.controller.status import whole_seconds
 from suanli.dispatch.capacity import CapacityIndex
 from suanli.dispatch.kube import node_from_k8s, pod_from_k8s
-from suanli.dispatch.models import ClusterInfo, NodeInfo
+from suanli.dispatch.models import ClusterInfo, NodeInfo, PodInfo
 from suanli.members import kubeconfig as kubeconfigs
 from suanli.members.link import LinkEvents, MemberLink, MemberLinkError
 from suanli.members.workload import ModelPin
@@ -151,6 +152,9 @@ class MemberFleet:
             previous is not None
             and previous.spec.kubeconfig_secret_ref == member.spec.kubeconfig_secret_ref
             and previous.spec.telemetry_endpoints == member.spec.telemetry_endpoints
+            # Its catalogue entries decide each node's model and resource: read them again.
+            and previous.spec.accelerators == member.spec.accelerators
+            and previous.spec.gpu_resource_name == member.spec.gpu_resource_name
             and name in self.links
         )
         if not unchanged:
@@ -224,13 +228,12 @@ class MemberFleet:
             message = kubeconfigs.refusal_message(refused, source)
             await self._disconnect(name, MemberReason.KUBECONFIG_REFUSED, message)
             return
-        gpu_resource = member.spec.gpu_resource_name
         listener = self.listener
         events = LinkEvents(
-            on_nodes_synced=lambda c, nodes: self._nodes_synced(c, nodes, gpu_resource),
-            on_node=lambda c, t, node: self._node(c, t, node, gpu_resource),
-            on_pods_synced=lambda c, pods: self._pods_synced(c, pods, gpu_resource),
-            on_pod=lambda c, t, pod: self._pod(c, t, pod, gpu_resource),
+            on_nodes_synced=self._nodes_synced,
+            on_node=self._node,
+            on_pods_synced=self._pods_synced,
+            on_pod=self._pod,
             on_jobs_synced=listener.jobs_synced,
             on_job=listener.job_event,
             on_reachability=self._on_reachability,
@@ -362,18 +365,38 @@ class MemberFleet:
 
     # --- what the links report ------------------------------------------------------------------
 
-    def _nodes_synced(self, cluster: str, nodes: list[Obj], resource: str) -> None:
-        infos = [node_from_k8s(n, gpu_resource=resource) for n in nodes]
+    def catalogue(self, cluster: str) -> Catalogue:
+        """The accelerator catalogue as ``cluster`` declares it (built-in plus its entries)."""
+        member = self.members.get(cluster)
+        if member is None or not member.spec.accelerators:
+            return DEFAULT_CATALOGUE  # the common case, read on every pod event: no copy
+        return member_catalogue(member)
+
+    def _gpu_resource(self, cluster: str) -> str:
+        member = self.members.get(cluster)
+        return DEFAULT_GPU_RESOURCE if member is None else member.spec.gpu_resource_name
+
+    def _node_info(self, cluster: str, node: Obj) -> NodeInfo:
+        return node_from_k8s(
+            node, gpu_resource=self._gpu_resource(cluster), catalogue=self.catalogue(cluster)
+        )
+
+    def _pod_info(self, cluster: str, pod: Obj) -> PodInfo:
+        resources = self.catalogue(cluster).resources | {self._gpu_resource(cluster)}
+        return pod_from_k8s(pod, gpu_resources=resources)
+
+    def _nodes_synced(self, cluster: str, nodes: list[Obj]) -> None:
+        infos = [self._node_info(cluster, n) for n in nodes]
         for info in infos:
             self._remember_pin(cluster, info)
         self.index.sync_nodes(cluster, infos)
         self.listener.kick()
 
-    def _node(self, cluster: str, kind: str, node: Obj, resource: str) -> None:
+    def _node(self, cluster: str, kind: str, node: Obj) -> None:
         if kind == "DELETED":
             self.index.delete_node(cluster, node["metadata"]["name"])
         else:
-            info = node_from_k8s(node, gpu_resource=resource)
+            info = self._node_info(cluster, node)
             self._remember_pin(cluster, info)
             self.index.upsert_node(cluster, info)
         self.listener.kick()
@@ -382,18 +405,20 @@ class MemberFleet:
         if info.model:
             key = (cluster, info.model)
             pin = self._pins.get(key, ModelPin())
-            self._pins[key] = pin.with_node(info.model_label, info.product)
+            self._pins[key] = pin.with_node(
+                info.model_label, info.product, info.model_by, info.resource
+            )
 
-    def _pods_synced(self, cluster: str, pods: list[Obj], resource: str) -> None:
-        self.index.sync_pods(cluster, [pod_from_k8s(p, gpu_resource=resource) for p in pods])
+    def _pods_synced(self, cluster: str, pods: list[Obj]) -> None:
+        self.index.sync_pods(cluster, [self._pod_info(cluster, p) for p in pods])
         self.listener.kick()
 
-    def _pod(self, cluster: str, kind: str, pod: Obj, resource: str) -> None:
+    def _pod(self, cluster: str, kind: str, pod: Obj) -> None:
         if kind == "DELETED":
             self.index.delete_pod(cluster, pod["metadata"]["uid"])
             self.listener.kick()
             return
-        info = pod_from_k8s(pod, gpu_resource=resource)
+        info = self._pod_info(cluster, pod)
         self.index.upsert_pod(cluster, info)
         if info.terminal:
             self.listener.kick()

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from suanli import metrics
+from suanli.api.catalogue import member_catalogue
 from suanli.api.computejob import ComputeJob, JobPhase
 from suanli.api.reasons import JobConditionType, JobReason
 from suanli.controller.jobs import JobBook
@@ -80,7 +81,11 @@ class WorkloadSync:
             level = member.spec.pod_security_level
             await link.ensure_namespace(remote_namespace_object(job, level))
             await self.tenant_data.copy(job, link)
-            created = await link.create_job(remote_job(job, member.spec.gpu_resource_name, pin))
+            # The pin knows the resource its nodes advertise; before the member's nodes are
+            # listed (just after a restart) the catalogue says which the model uses.
+            model = attempt.gpu_model if attempt else None
+            resource = member_catalogue(member).resource_of(model, member.spec.gpu_resource_name)
+            created = await link.create_job(remote_job(job, resource, pin))
         except Exception as error:
             logger.warning("creating the remote Job of %s failed: %s", tracked.request.name, error)
             self.index.forget(tracked.key)

@@ -9,6 +9,7 @@ from typing import Any
 
 from suanli.devenv import federation, install, kind_install
 from suanli.devenv.docker_engine import ensure_engine, find_engine, stop_engine_if_started_here
+from suanli.devenv.exporters import start_exporters, stop_exporters
 from suanli.devenv.kindnode.images import ensure_node_image
 from suanli.devenv.operator_process import OperatorProcess, stop_detached
 from suanli.devenv.providers import public_images
@@ -19,7 +20,12 @@ from suanli.devenv.toolchain import (
     ensure_toolchain,
     toolchain_paths,
 )
-from suanli.devenv.topology import default_federation, load_federation
+from suanli.devenv.topology import (
+    DEFAULT_MEMBER_COUNT,
+    FederationSpec,
+    default_federation,
+    load_federation,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -40,7 +46,12 @@ def register(subparsers: Any) -> None:
         ),
     )
     _add_name(up)
-    up.add_argument("--members", type=int, default=2, help="built-in members to start (1-3)")
+    up.add_argument(
+        "--members",
+        type=int,
+        default=DEFAULT_MEMBER_COUNT,
+        help="built-in members to start (1-3; default %(default)s, member-c is the Ascend one)",
+    )
     up.add_argument("--config", type=Path, help="YAML federation layout (overrides --members)")
     up.add_argument(
         "--provider",
@@ -111,7 +122,7 @@ def _up(args: argparse.Namespace) -> int:
         if kind:
             _install_suanli_in_kind(state, toolchain)
         else:
-            _start_suanli(state)
+            _start_suanli(state, spec)
     _print_state(state)
     return 0
 
@@ -127,12 +138,19 @@ def _install_suanli_in_kind(state: federation.FederationState, toolchain: Toolch
         _say(f"examples applied: {', '.join(applied)}")
 
 
-def _start_suanli(state: federation.FederationState) -> None:
-    """Install suanli on the hub, join the members, start the operator, apply the examples."""
+def _start_suanli(state: federation.FederationState, spec: FederationSpec) -> None:
+    """Install suanli on the hub, join the members, start a stand-in exporter per GPU node and
+    the operator, apply the examples."""
     hub = federation.api_client(state.hub.kubeconfig)
     install.install_api(hub)
     install.join_members(hub, state.members)
     _say(f"CRDs and roles installed; members joined: {', '.join(m.name for m in state.members)}")
+    endpoints = start_exporters(spec.members, Path(state.directory) / "exporters")
+    install.set_telemetry_endpoints(hub, endpoints)
+    _say(
+        f"stand-in exporters running for {sum(map(len, endpoints.values()))} GPU/NPU nodes; "
+        "placements are judged with their live telemetry"
+    )
     workdir = Path(state.directory) / "operator"
     stop_detached(workdir)  # `up` again restarts it with the current code
     operator = OperatorProcess(state.hub.kubeconfig, workdir, detached=True)
@@ -148,6 +166,9 @@ def _start_suanli(state: federation.FederationState) -> None:
 def _down(args: argparse.Namespace) -> int:
     if stop_detached(federation.federation_dir(args.name) / "operator"):
         _say("operator stopped")
+    stopped = stop_exporters(federation.federation_dir(args.name) / "exporters")
+    if stopped:
+        _say(f"{stopped} stand-in exporters stopped")
     federation.down(args.name, log=_say)
     return 0
 

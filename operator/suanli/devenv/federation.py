@@ -24,7 +24,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from suanli.devenv.docker_engine import stop_engine_if_started_here
-from suanli.devenv.manifests import GPU_RESOURCE, gpu_nodes
+from suanli.devenv.manifests import GPU_RESOURCE, MANAGED_BY_LABEL, gpu_nodes
 from suanli.devenv.providers import KindProvider, KwokctlProvider, make_provider
 from suanli.devenv.toolchain import Toolchain, cache_root, toolchain_paths
 from suanli.devenv.topology import ClusterSpec, FederationSpec
@@ -204,7 +204,7 @@ def _wait_nodes_ready(kubeconfig: Path, cluster: ClusterInfo) -> None:
         core = client.CoreV1Api(api)
 
         def all_ready() -> bool:
-            nodes = core.list_node(label_selector="nvidia.com/gpu.present=true").items
+            nodes = core.list_node(label_selector=f"{MANAGED_BY_LABEL}={cluster.name}").items
             ready = [n for n in nodes if _node_ready(n)]
             return len(ready) >= expected
 

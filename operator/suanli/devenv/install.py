@@ -28,7 +28,14 @@ from suanli.rbac import all_roles
 
 SYSTEM_NAMESPACE: Final = "suanli-system"
 # Prices per GPU-hour on the local members, in CNY: H100 dearest, so it bounds worst cases.
-DEFAULT_PRICES: Final = {"H100": "28.00", "H200": "32.00", "A800": "22.00", "L40S": "9.50"}
+# Ascend 910B at 8.00 is the cheapest per PFLOPS-hour (25.00, against the H100's 28.31).
+DEFAULT_PRICES: Final = {
+    "H100": "28.00",
+    "H200": "32.00",
+    "A800": "22.00",
+    "L40S": "9.50",
+    "ASCEND910B": "8.00",
+}
 
 
 def _create_or_patch(create: Any, patch: Any, name: str, body: dict[str, Any]) -> None:
@@ -97,6 +104,15 @@ def member_cluster(
             ],
         },
     }
+
+
+def set_telemetry_endpoints(api: client.ApiClient, endpoints: Mapping[str, list[str]]) -> None:
+    """List each member's exporters in its MemberCluster (replacing what it listed)."""
+    custom = client.CustomObjectsApi(api)
+    for member, urls in endpoints.items():
+        custom.patch_cluster_custom_object(
+            GROUP, VERSION, "memberclusters", member, {"spec": {"telemetryEndpoints": urls}}
+        )
 
 
 def grant_hub_access(member: ClusterInfo, server: str | None = None) -> str:

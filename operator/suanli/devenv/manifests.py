@@ -1,8 +1,9 @@
 """Pure builders for the objects a local federation needs: GPU nodes and kwok Stages.
 
-Nodes carry ``nvidia.com/gpu`` capacity and the labels GPU feature discovery sets on real GPU
-nodes (product, count, memory), so placement code reads them exactly as it would in a real
-computing center.
+NVIDIA nodes carry ``nvidia.com/gpu`` capacity and the labels GPU feature discovery sets on real
+GPU nodes (product, count, memory); Ascend nodes carry ``huawei.com/Ascend910`` and the labels
+Ascend Device Plugin sets (``accelerator``, ``node.kubernetes.io/npu.chip.name``), so placement
+code reads them exactly as it would in a real computing center.
 
 kwok moves pods through their lifecycle with Stages. A configuration that names any Stage replaces
 all of kwok's defaults, the node ones included, so the full set is written here:
@@ -19,10 +20,11 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from suanli.devenv.topology import ClusterSpec, node_name
+from suanli.devenv.topology import ClusterSpec, NodePool, node_name
 
 RUN_DURATION_ANNOTATION: Final = "suanli.io/run-duration"
 GPU_RESOURCE: Final = "nvidia.com/gpu"
+ASCEND_RESOURCE: Final = "huawei.com/Ascend910"
 MANAGED_BY_LABEL: Final = "suanli.io/dev-federation"
 
 Manifest = dict[str, Any]
@@ -39,7 +41,7 @@ def gpu_nodes(cluster: ClusterSpec) -> list[Manifest]:
                 "memory": "1Ti",
                 "pods": "110",
                 "ephemeral-storage": "10Ti",
-                GPU_RESOURCE: str(pool.gpus_per_node),
+                ASCEND_RESOURCE if pool.gpu.ascend else GPU_RESOURCE: str(pool.gpus_per_node),
             }
             nodes.append(
                 {
@@ -55,11 +57,7 @@ def gpu_nodes(cluster: ClusterSpec) -> list[Manifest]:
                             "topology.kubernetes.io/region": cluster.region,
                             "type": "kwok",
                             MANAGED_BY_LABEL: cluster.name,
-                            # As NVIDIA GPU feature discovery labels a GPU node.
-                            "nvidia.com/gpu.present": "true",
-                            "nvidia.com/gpu.product": pool.gpu.product,
-                            "nvidia.com/gpu.count": str(pool.gpus_per_node),
-                            "nvidia.com/gpu.memory": str(pool.gpu.memory_mib),
+                            **_accelerator_labels(pool),
                         },
                         "annotations": {"kwok.x-k8s.io/node": "fake"},
                     },
@@ -68,6 +66,22 @@ def gpu_nodes(cluster: ClusterSpec) -> list[Manifest]:
                 }
             )
     return nodes
+
+
+def _accelerator_labels(pool: NodePool) -> dict[str, str]:
+    if pool.gpu.ascend:
+        # As Ascend Device Plugin labels an NPU node (MindCluster's node label table).
+        return {
+            "accelerator": "huawei-Ascend910",
+            "node.kubernetes.io/npu.chip.name": pool.gpu.ascend_chip,
+        }
+    # As NVIDIA GPU feature discovery labels a GPU node.
+    return {
+        "nvidia.com/gpu.present": "true",
+        "nvidia.com/gpu.product": pool.gpu.product,
+        "nvidia.com/gpu.count": str(pool.gpus_per_node),
+        "nvidia.com/gpu.memory": str(pool.gpu.memory_mib),
+    }
 
 
 def _match(key: str, operator: str, *values: str) -> dict[str, Any]:

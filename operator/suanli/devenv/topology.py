@@ -1,8 +1,10 @@
 """What a local federation consists of: a hub and member clusters with simulated GPU nodes.
 
-The default mirrors two computing centers with different hardware, so dispatch has a real choice
-to make: member-a with 4 nodes x 8 H100, member-b with 2 nodes x 8 A800 and 2 nodes x 4 L40S. A
-YAML file of the same shape (see ``examples/dev/federation.yaml``) describes any other layout.
+The default mirrors three computing centers with different hardware, so dispatch has a real
+choice to make: member-a with 4 nodes x 8 H100, member-b with 2 nodes x 8 A800 and 2 nodes x 4
+L40S, member-c with 2 nodes x 8 Huawei Ascend 910B (labelled and advertised as Ascend's device
+plugin does). A YAML file of the same shape (see ``examples/dev/federation.yaml``) describes any
+other layout.
 """
 
 from __future__ import annotations
@@ -20,20 +22,33 @@ _DNS_LABEL: Final = r"^[a-z]([-a-z0-9]{0,30}[a-z0-9])?$"
 
 
 class GPUModel(BaseModel):
-    """A GPU model as GPU feature discovery would label it on a node."""
+    """An accelerator model as its vendor's software labels it on a node: NVIDIA GPU feature
+    discovery's product label, or Ascend Device Plugin's chip name (``ascend_chip``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(description="name: short model name used in ComputeJobs, e.g. H100.")
     product: str = Field(
-        description="product: the nvidia.com/gpu.product label value, e.g. NVIDIA-H100-80GB-HBM3."
+        "",
+        description="product: the nvidia.com/gpu.product label value, e.g. "
+        "NVIDIA-H100-80GB-HBM3 (NVIDIA models).",
+    )
+    ascend_chip: str = Field(
+        "",
+        description="ascend_chip: the node.kubernetes.io/npu.chip.name label value, e.g. 910B3 "
+        "(Ascend models: the node advertises huawei.com/Ascend910 instead of nvidia.com/gpu).",
     )
     memory_mib: int = Field(gt=0, le=1_048_576, description="memory_mib: memory per GPU in MiB.")
+
+    @property
+    def ascend(self) -> bool:
+        return bool(self.ascend_chip)
 
 
 H100: Final = GPUModel(name="H100", product="NVIDIA-H100-80GB-HBM3", memory_mib=81559)
 A800: Final = GPUModel(name="A800", product="NVIDIA-A800-SXM4-80GB", memory_mib=81920)
 L40S: Final = GPUModel(name="L40S", product="NVIDIA-L40S", memory_mib=46068)
+ASCEND910B: Final = GPUModel(name="ASCEND910B", ascend_chip="910B3", memory_mib=65536)
 
 
 class NodePool(BaseModel):
@@ -104,12 +119,14 @@ DEFAULT_MEMBERS: Final = (
     ClusterSpec(
         name="member-c",
         region="shanghai-minhang",
-        node_pools=(NodePool(name="h100", count=2, gpus_per_node=8, gpu=H100),),
+        node_pools=(NodePool(name="ascend910b", count=2, gpus_per_node=8, gpu=ASCEND910B),),
     ),
 )
+DEFAULT_MEMBER_COUNT: Final = 3
+"""`suanli dev up` starts all three (the e2e suite uses the first two)."""
 
 
-def default_federation(members: int = 2) -> FederationSpec:
+def default_federation(members: int = DEFAULT_MEMBER_COUNT) -> FederationSpec:
     """The built-in layout with the first ``members`` member clusters (1 to 3)."""
     if not 1 <= members <= len(DEFAULT_MEMBERS):
         raise UserFacingError(

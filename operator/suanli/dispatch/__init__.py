@@ -4,8 +4,9 @@ Pure decision code: no Kubernetes I/O, no kopf. Handlers translate watch events 
 into the records of :mod:`~suanli.dispatch.models`, feed them to the index and act on what the
 policy and the queue return.
 
-* :mod:`~suanli.dispatch.gpu_models`: GFD product labels (``NVIDIA-H100-80GB-HBM3``) to the
-  short model names jobs use (``H100``).
+* :mod:`~suanli.api.gpu_models` and :mod:`~suanli.api.catalogue` (in the API package, as
+  admission and status read them too): node labels to the short model names jobs use
+  (``H100``, ``ASCEND910B``), and what each model computes.
 * :mod:`~suanli.dispatch.models`: the input records (:class:`ClusterInfo`,
   :class:`VoucherTerms`, :class:`JobRequest`, :class:`NodeInfo`, :class:`PodInfo`) and their
   constructors from the API models.
@@ -32,15 +33,7 @@ The intended flow, all inside one asyncio event loop (see the concurrency note i
     # then, for each of result.placed, as above from "record"
 """
 
-from suanli.dispatch.capacity import (
-    Assumption,
-    BusyRule,
-    CapacityIndex,
-    ModelCapacity,
-    NodeCapacity,
-    OverPlacementError,
-)
-from suanli.dispatch.gpu_models import (
+from suanli.api.gpu_models import (
     MODEL_LABEL,
     PRODUCT_LABEL,
     GpuProduct,
@@ -48,6 +41,14 @@ from suanli.dispatch.gpu_models import (
     normalize_gpu_model,
     parse_gpu_product,
     product_of_labels,
+)
+from suanli.dispatch.capacity import (
+    Assumption,
+    BusyRule,
+    CapacityIndex,
+    ModelCapacity,
+    NodeCapacity,
+    OverPlacementError,
 )
 from suanli.dispatch.kube import JOB_LABEL, node_from_k8s, pod_from_k8s
 from suanli.dispatch.models import ClusterInfo, JobRequest, NodeInfo, PodInfo, VoucherTerms

@@ -60,7 +60,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
-from suanli.dispatch.gpu_models import canonical_model, normalize_gpu_model
+from suanli.api.catalogue import DEFAULT_CATALOGUE
+from suanli.api.gpu_models import canonical_model
 from suanli.dispatch.models import ClusterInfo, NodeInfo, PodInfo
 from suanli.telemetry.reader import DEFAULT_MAX_AGE, GpuTelemetry, TelemetrySnapshot
 
@@ -567,7 +568,7 @@ class CapacityIndex:
             if gpu.utilization_percent is not None:
                 util[gpu.uuid] = max(util.get(gpu.uuid, 0.0), gpu.utilization_percent)
             if model is None and gpu.model:
-                model = normalize_gpu_model(gpu.model)
+                model = DEFAULT_CATALOGUE.model_of_name(gpu.model)
         telemetry.model = model
         telemetry.unhealthy = sum(unhealthy.values())
         telemetry.busy = sum(1 for uuid, is_busy in busy.items() if is_busy and not unhealthy[uuid])

@@ -6,7 +6,7 @@ these records, so they can be tested and benchmarked without either. The constru
 models; :mod:`suanli.dispatch.kube` translates member Nodes and Pods.
 
 GPU model names are kept in canonical form (upper case, see
-:func:`~suanli.dispatch.gpu_models.canonical_model`) in every record, so comparisons are plain
+:func:`~suanli.api.gpu_models.canonical_model`) in every record, so comparisons are plain
 set and dict operations.
 """
 
@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
+from suanli.api.catalogue import DEFAULT_CATALOGUE, Accelerator, Catalogue, meets, member_catalogue
 from suanli.api.common import ConditionStatus, find_condition
 from suanli.api.computejob import ComputeJob, PlacementPolicy
+from suanli.api.gpu_models import canonical_model
 from suanli.api.membercluster import DEFAULT_GPU_RESOURCE, MemberCluster
 from suanli.api.podpolicy import (
     DEFAULT_POD_SECURITY_LEVEL,
@@ -28,7 +30,6 @@ from suanli.api.podpolicy import (
 )
 from suanli.api.reasons import MemberConditionType, MemberReason
 from suanli.api.voucherquota import VoucherQuota
-from suanli.dispatch.gpu_models import canonical_model
 from suanli.vouchers.pricing import price_cap
 
 # Ready=False for these reasons is not a reason for the dispatcher to skip a reachable member:
@@ -59,6 +60,8 @@ class ClusterInfo:
     gpu_resource: str = DEFAULT_GPU_RESOURCE
     pod_security_level: PodSecurityLevel = DEFAULT_POD_SECURITY_LEVEL
     """The Pod Security Standards level the member requires of the pods it runs."""
+    catalogue: Catalogue = DEFAULT_CATALOGUE
+    """The accelerator catalogue as the member declares it (built-in plus its entries)."""
 
     @classmethod
     def from_member(cls, member: MemberCluster) -> ClusterInfo:
@@ -98,7 +101,35 @@ class ClusterInfo:
             cordoned=spec.cordoned,
             gpu_resource=spec.gpu_resource_name,
             pod_security_level=spec.pod_security_level,
+            catalogue=member_catalogue(member),
         )
+
+
+@dataclass(frozen=True)
+class CapabilityRequest:
+    """What each device must offer (``spec.capability``), whatever its model."""
+
+    min_fp16_tflops: int | None = None
+    min_memory_gib: int | None = None
+    vendors: frozenset[str] = frozenset()
+
+    def met_by(self, entry: Accelerator | None) -> bool:
+        return meets(
+            entry,
+            min_fp16_tflops=self.min_fp16_tflops,
+            min_memory_gib=self.min_memory_gib,
+            vendors=self.vendors,
+        )
+
+    def __str__(self) -> str:
+        parts = []
+        if self.min_fp16_tflops is not None:
+            parts.append(f">= {self.min_fp16_tflops} FP16 TFLOPS")
+        if self.min_memory_gib is not None:
+            parts.append(f">= {self.min_memory_gib} GiB")
+        if self.vendors:
+            parts.append("from " + " or ".join(sorted(self.vendors)))
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -155,6 +186,8 @@ class JobRequest:
     """The Pod Security levels the job's template does not meet, each with the first field
     that falls short (for the tenant); members requiring one of these levels are passed over.
     A tuple, not a dict, so the record stays hashable."""
+    capability: CapabilityRequest | None = None
+    """What each device must offer; None when the job asks by model names only."""
 
     @property
     def total_gpus(self) -> int:
@@ -197,6 +230,15 @@ class JobRequest:
             submitted_at=submitted_at,
             voucher=terms,
             unmet_levels=unmet_levels(spec.template),
+            capability=(
+                CapabilityRequest(
+                    min_fp16_tflops=spec.capability.min_fp16_tflops,
+                    min_memory_gib=spec.capability.min_memory_gib,
+                    vendors=frozenset(v.value for v in spec.capability.vendors),
+                )
+                if spec.capability is not None and not spec.capability.empty
+                else None
+            ),
             price_cap=(
                 price_cap(job.status.estimated_cost, spec.total_gpus, spec.max_runtime)
                 if job.status.estimated_cost is not None
@@ -241,6 +283,10 @@ class NodeInfo:
     model_label: str = ""
     """The raw ``suanli.io/gpu-model`` label, when the member's admin set one (it wins over the
     product label, and pods are then pinned by it)."""
+    resource: str = DEFAULT_GPU_RESOURCE
+    """The extended resource the node offers its devices as (``huawei.com/Ascend910``)."""
+    model_by: tuple[str, str] | None = None
+    """The (key, value) label its model was read from; pods are pinned to the model by it."""
 
     @property
     def total(self) -> int:

@@ -11,8 +11,10 @@ Filters, in the order a reason is reported (the first that fails is the cluster'
    requires (``restricted``, say) never goes there, and the message names the first field
    that falls short;
 4. the member's state: Ready, not cordoned;
-5. the GPU model: one the job accepts (empty: any) and the voucher allows (empty: any), that
-   the member has and prices, at a price the job's hold covers (a price raised after admission
+5. the GPU model: one the job accepts (empty: any) and the voucher allows (empty: any), whose
+   devices meet the job's capability request (``spec.capability``: FP16 TFLOPS, memory,
+   vendors, per the member's accelerator catalogue), that the member has and prices, at a
+   price the job's hold covers (a price raised after admission
    would otherwise charge more than was reserved: the excess is never placed, not capped);
 6. fit, per model: every replica of ``gpusPerReplica`` GPUs on one node and the whole gang in
    this one cluster. A gang that could not fit even with every GPU free is a permanent "too
@@ -23,7 +25,9 @@ Score, among the (cluster, model) pairs that fit now: ``Cheapest`` (the default)
 per GPU-hour, then headroom (free GPUs of that model in the cluster, more first), then telemetry
 health (the share of its nodes with fresh telemetry, since a figure the exporters confirm beats
 one only Kubernetes vouches for), then name for a stable result. ``MostHeadroom`` swaps the
-first two. The gang's nodes are then chosen best fit (:meth:`CapacityIndex.allocate`).
+first two. For a job that asks by capability, Cheapest ranks by price per PFLOPS-hour delivered
+(price per device-hour over the device's dense FP16 PFLOPS), so a dearer but much faster device
+can win. The gang's nodes are then chosen best fit (:meth:`CapacityIndex.allocate`).
 
 Nothing is recorded: the caller assumes the chosen allocation in the index
 (:meth:`CapacityIndex.assume`) before it awaits anything.
@@ -63,6 +67,7 @@ class Rejection(StrEnum):
     NOT_READY = "NotReady"
     CORDONED = "Cordoned"
     NO_ACCEPTED_MODEL = "NoAcceptedModel"
+    NO_CAPABLE_MODEL = "NoCapableModel"
     NOT_PRICED = "NotPriced"
     PRICE_ABOVE_HOLD = "PriceAboveHold"
     TOO_SMALL = "TooSmall"
@@ -88,6 +93,7 @@ _SHORT: Final = {
     Rejection.NOT_READY: "not Ready",
     Rejection.CORDONED: "cordoned",
     Rejection.NO_ACCEPTED_MODEL: "no accepted GPU model",
+    Rejection.NO_CAPABLE_MODEL: "no device as capable as asked",
     Rejection.NOT_PRICED: "model not priced",
     Rejection.PRICE_ABOVE_HOLD: "priced above what the job's hold covers",
     Rejection.TOO_SMALL: "too small for the job",
@@ -131,6 +137,10 @@ class Choice:
     nodes: int
     fresh_nodes: int
     """Nodes of the model with fresh telemetry; the others were judged by Kubernetes' view."""
+    price_per_pflops_hour: Decimal | None = None
+    """The price per PFLOPS-hour delivered, for a job that asks by capability."""
+    fp16_tflops: int | None = None
+    """One device's dense FP16 TFLOPS, from the member's catalogue."""
 
     @property
     def gpus_by_node(self) -> dict[str, int]:
@@ -374,13 +384,17 @@ def _assess(
     name = info.name
     best: _Candidate | None = None
     verdict: Rejection | None = None
+    incapable = False
     for model, capacity in models.items():
         if accepted is not None and model not in accepted:
+            continue
+        if not _capable(job, info, model):
+            incapable = True
             continue
         price = info.prices.get(model)
         code = _verdict(job, name, capacity, price, held)
         if code is None and price is not None:
-            candidate = _Candidate(_rank(job, capacity, price), info, capacity, price)
+            candidate = _Candidate(_rank(job, info, capacity, price), info, capacity, price)
             if best is None or candidate.rank < best.rank:
                 best = candidate
         elif code is not None:
@@ -391,7 +405,23 @@ def _assess(
     if best is not None:
         candidates.append(best)  # the cluster's best model speaks for it
         return None
-    return Rejection.NO_ACCEPTED_MODEL if verdict is None else verdict
+    if verdict is None:
+        return Rejection.NO_CAPABLE_MODEL if incapable else Rejection.NO_ACCEPTED_MODEL
+    return verdict
+
+
+def _capable(job: JobRequest, info: ClusterInfo, model: str) -> bool:
+    """Whether the member's devices of ``model`` meet the job's capability request."""
+    return job.capability is None or job.capability.met_by(info.catalogue.get(model))
+
+
+def price_per_pflops_hour(info: ClusterInfo, model: str, price: Decimal) -> Decimal | None:
+    """A device-hour's price over the device's dense FP16 PFLOPS: what a PFLOPS-hour costs."""
+    entry = info.catalogue.get(model)
+    pflops = entry.pflops if entry is not None else None
+    if not pflops:
+        return None
+    return (price / pflops).quantize(Decimal("0.01"))
 
 
 def _fit_message(
@@ -402,7 +432,9 @@ def _fit_message(
     held: Mapping[Pair, str],
 ) -> str:
     name = info.name
-    considered = _considered(models, accepted)
+    considered = [m for m in _considered(models, accepted) if _capable(job, info, m)]
+    if not considered and job.capability is not None:
+        return f"{name}: no device with {job.capability}{_has(info, models, accepted)}"
     if not considered:
         return f"{name}: no {_names(accepted) if accepted is not None else 'GPUs'}"
     notes = []
@@ -426,12 +458,31 @@ def _fit_message(
     return f"{name}: " + " and ".join(notes)
 
 
+def _has(
+    info: ClusterInfo, models: Mapping[str, ModelCapacity], accepted: frozenset[str] | None
+) -> str:
+    """What the member has instead, for a message: `` (has L40S: 362 TFLOPS, 48 GiB)``."""
+    described = []
+    for model in _considered(models, accepted):
+        entry = info.catalogue.get(model)
+        if entry is None:
+            described.append(f"{model}: not in the accelerator catalogue")
+        else:
+            tflops = "no known" if entry.fp16_tflops is None else str(entry.fp16_tflops)
+            described.append(f"{model}: {entry.vendor}, {tflops} TFLOPS, {entry.memory_gib} GiB")
+    return f" (has {'; '.join(described)})" if described else ""
+
+
 def _rank(
-    job: JobRequest, capacity: ModelCapacity, price: Decimal
+    job: JobRequest, info: ClusterInfo, capacity: ModelCapacity, price: Decimal
 ) -> tuple[Decimal | int | float | str, ...]:
     health = capacity.fresh_nodes / capacity.nodes if capacity.nodes else 0.0
     if job.policy == PlacementPolicy.MOST_HEADROOM:
         return (-capacity.free, price, -health, capacity.cluster, capacity.model)
+    if job.capability is not None:
+        # Capable models only get here, so each has a figure and a PFLOPS price.
+        per_pflops = price_per_pflops_hour(info, capacity.model, price) or price
+        return (per_pflops, -capacity.free, -health, capacity.cluster, capacity.model)
     return (price, -capacity.free, -health, capacity.cluster, capacity.model)
 
 
@@ -491,11 +542,29 @@ def _allocate(job: JobRequest, candidate: _Candidate, index: CapacityIndex) -> C
         free=capacity.free,
         nodes=capacity.nodes,
         fresh_nodes=capacity.fresh_nodes,
+        price_per_pflops_hour=price_per_pflops_hour(
+            candidate.info, capacity.model, candidate.price
+        ),
+        fp16_tflops=_tflops(candidate.info, capacity.model),
     )
 
 
-def _offer(capacity: ModelCapacity, price: Decimal, currency: str) -> str:
-    return f"{capacity.free} {capacity.model} free at {format_money(price)} {currency}/GPU-hour"
+def _tflops(info: ClusterInfo, model: str) -> int | None:
+    entry = info.catalogue.get(model)
+    return None if entry is None else entry.fp16_tflops
+
+
+def _offer(job: JobRequest, info: ClusterInfo, capacity: ModelCapacity, price: Decimal) -> str:
+    offer = (
+        f"{capacity.free} {capacity.model} free at {format_money(price)} {info.currency}/GPU-hour"
+    )
+    if job.capability is None:
+        return offer
+    per_pflops = price_per_pflops_hour(info, capacity.model, price)
+    tflops = _tflops(info, capacity.model)
+    if per_pflops is None or tflops is None:
+        return offer
+    return f"{offer} = {format_money(per_pflops)} {info.currency}/PFLOPS-hour at {tflops} TFLOPS"
 
 
 _STATIC: Final = frozenset(
@@ -529,12 +598,17 @@ def _render(context: _Context, rejected: _Rejected) -> str:
 
 def _render_other(context: _Context, candidate: _Candidate) -> str:
     """The message of a cluster that fit but lost: its offer and what beat it."""
-    offer = _offer(candidate.capacity, candidate.price, candidate.info.currency)
+    offer = _offer(context.job, candidate.info, candidate.capacity, candidate.price)
     best = context.best
     if best is None:
         return f"{candidate.info.name}: {offer}, not chosen"
     winner = best.info.name
-    cheaper = f"{winner} is cheaper"
+    cheaper = (
+        f"{winner} is cheaper per PFLOPS-hour"
+        if context.job.capability is not None
+        and context.job.policy != PlacementPolicy.MOST_HEADROOM
+        else f"{winner} is cheaper"
+    )
     roomier = f"{winner} has more free GPUs"
     words = (
         (roomier, cheaper)
@@ -576,6 +650,11 @@ def _decision(
             f"{choice.free} {choice.model} free at {format_money(choice.price_per_gpu_hour)} "
             f"{choice.currency}/GPU-hour"
         )
+        if context.job.capability is not None and choice.price_per_pflops_hour is not None:
+            offer += (
+                f" = {format_money(choice.price_per_pflops_hour)} {choice.currency}/PFLOPS-hour "
+                f"at {choice.fp16_tflops} TFLOPS"
+            )
         parts.append(f"{choice.cluster}: {offer}, chosen{_telemetry_note(choice)}")
         reason = JobReason.PLACED
     elif others or any(r.code in _TRANSIENT for r in rejected):

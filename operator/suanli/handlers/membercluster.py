@@ -16,10 +16,13 @@ from typing import Any, Final, cast
 import kopf
 
 from suanli import metrics
+from suanli.api.catalogue import format_pflops, member_catalogue
 from suanli.api.common import Condition, ConditionStatus, set_condition
 from suanli.api.meta import GROUP, VERSION
 from suanli.api.reasons import MemberConditionType, MemberReason
+from suanli.dispatch.pflops import STATES, catalogue_fields, federation_summary, pflops_of
 from suanli.handlers.runtime import Runtime
+from suanli.members.workload import ModelPin
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,9 @@ async def membercluster_prime(memo: kopf.Memo, **_: Any) -> None:
                     await write_member_status(runtime, name)
                 except Exception:  # one member's failure must not stop the others' status
                     logger.exception("status of member %s failed", name)
+            summary = federation_summary(runtime.members.values())
+            for state in STATES:
+                metrics.FEDERATION_PFLOPS.labels(state).set(float(getattr(summary, state)))
 
     runtime.spawn(status_loop())
 
@@ -91,6 +97,7 @@ async def write_member_status(runtime: Runtime, name: str) -> None:
     for view in inventory:
         metrics.MEMBER_FREE_GPUS.labels(name, view.model).set(view.free)
         metrics.MEMBER_TOTAL_GPUS.labels(name, view.model).set(view.total)
+    catalogue = member_catalogue(member)
     gpus = [
         {
             "model": view.model,
@@ -103,9 +110,15 @@ async def write_member_status(runtime: Runtime, name: str) -> None:
                 if view.utilization_percent is not None
                 else {}
             ),
+            **catalogue_fields(
+                catalogue, view.model, _resource(dispatcher.fleet.pin(name, view.model))
+            ),
         }
         for view in inventory
     ]
+    capacity = pflops_of(catalogue, inventory)
+    for state, value in capacity.items():
+        metrics.MEMBER_PFLOPS.labels(name, state).set(float(value))
     reachable = dispatcher.reachable.get(name, False)
     fresh = bool(inventory) and all(view.telemetry_fresh for view in inventory)
     endpoints = bool(member.spec.telemetry_endpoints)
@@ -130,6 +143,9 @@ async def write_member_status(runtime: Runtime, name: str) -> None:
         "gpus": gpus,
         "totalGPUs": sum(g["total"] for g in gpus),
         "freeGPUs": sum(g["free"] for g in gpus),
+        "totalPFLOPS": format_pflops(capacity["total"]),
+        "schedulablePFLOPS": format_pflops(capacity["schedulable"]),
+        "freePFLOPS": format_pflops(capacity["free"]),
         "conditions": [
             c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions
         ],
@@ -144,6 +160,10 @@ async def write_member_status(runtime: Runtime, name: str) -> None:
             return
     written = await runtime.hub.patch_status("memberclusters", None, name, {"status": new_status})
     runtime.members[name] = written
+
+
+def _resource(pin: ModelPin | None) -> str | None:
+    return None if pin is None else pin.resource
 
 
 Verdict = tuple[bool, MemberReason, str]

@@ -24,13 +24,13 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from suanli.api.computejob import ComputeJob
+from suanli.api.gpu_models import MODEL_LABEL, PRODUCT_LABEL
 from suanli.api.podpolicy import PodSecurityLevel
 from suanli.api.references import rename_references
-from suanli.dispatch.gpu_models import MODEL_LABEL, PRODUCT_LABEL
 from suanli.dispatch.kube import JOB_LABEL
 from suanli.members.rendezvous import (
     add_launcher_env,
@@ -153,41 +153,68 @@ def remote_namespace_object(job: ComputeJob, level: PodSecurityLevel) -> dict[st
 
 @dataclass(frozen=True)
 class ModelPin:
-    """The node labels by which one GPU model's nodes are known on one member.
+    """The node labels by which one accelerator model's nodes are known on one member, and the
+    resource those nodes offer the devices as.
 
     The dispatcher reads a node's model from suanli's own label (:data:`MODEL_LABEL`, set by the
-    member's admin) when it is there, and from GPU feature discovery's product label otherwise;
-    the pin repeats exactly that rule, so the pods land only where the model was counted.
+    member's admin) when it is there, and from a vendor's label otherwise (GPU feature
+    discovery's product, Ascend's chip name); the pin repeats exactly that rule, so the pods
+    land only where the model was counted.
     """
 
     model_label_values: frozenset[str] = frozenset()
     """Values of :data:`MODEL_LABEL` on nodes of the model."""
     product_values: frozenset[str] = frozenset()
     """Values of :data:`PRODUCT_LABEL` on nodes of the model that lack :data:`MODEL_LABEL`."""
+    vendor_labels: frozenset[tuple[str, str]] = frozenset()
+    """Other vendors' (key, value) labels on nodes of the model that lack :data:`MODEL_LABEL`."""
+    resource: str | None = None
+    """The extended resource the model's nodes advertise (None: the member's default)."""
 
-    def with_node(self, model_label: str, product: str) -> ModelPin:
-        """The pin widened by one more node's labels."""
+    def with_node(
+        self,
+        model_label: str,
+        product: str,
+        model_by: tuple[str, str] | None = None,
+        resource: str | None = None,
+    ) -> ModelPin:
+        """The pin widened by one more node's labels (and its resource, if not known yet)."""
+        pin = (
+            self
+            if self.resource is not None or resource is None
+            else replace(self, resource=resource)
+        )
         if model_label:
-            if model_label in self.model_label_values:
-                return self
-            return ModelPin(self.model_label_values | {model_label}, self.product_values)
-        if not product or product in self.product_values:
-            return self
-        return ModelPin(self.model_label_values, self.product_values | {product})
+            if model_label in pin.model_label_values:
+                return pin
+            return replace(pin, model_label_values=pin.model_label_values | {model_label})
+        if model_by is not None and model_by[0] != PRODUCT_LABEL:
+            if model_by in pin.vendor_labels:
+                return pin
+            return replace(pin, vendor_labels=pin.vendor_labels | {model_by})
+        if not product or product in pin.product_values:
+            return pin
+        return replace(pin, product_values=pin.product_values | {product})
 
     def node_selector_terms(self) -> list[dict[str, Any]]:
         """Terms of a required node affinity (any term may match) that select the model."""
         terms: list[dict[str, Any]] = []
         if self.model_label_values:
             terms.append(_match(MODEL_LABEL, "In", self.model_label_values))
+        unlabelled = {"key": MODEL_LABEL, "operator": "DoesNotExist"}
         if self.product_values:
             terms.append(
                 {
                     "matchExpressions": [
                         *_match(PRODUCT_LABEL, "In", self.product_values)["matchExpressions"],
-                        {"key": MODEL_LABEL, "operator": "DoesNotExist"},
+                        unlabelled,
                     ]
                 }
+            )
+        for key in sorted({key for key, _ in self.vendor_labels}):
+            values = frozenset(value for k, value in self.vendor_labels if k == key)
+            terms.append(
+                {"matchExpressions": [*_match(key, "In", values)["matchExpressions"], unlabelled]}
             )
         return terms
 
@@ -226,7 +253,9 @@ def _pin_to_model(spec: dict[str, Any], pin: ModelPin) -> None:
 def remote_job(job: ComputeJob, gpu_resource: str, pin: ModelPin | None) -> dict[str, Any]:
     """The batch/v1 Job that runs ``job``'s gang on a member.
 
-    Every replica gets ``gpusPerReplica`` of ``gpu_resource`` on its first container, and a
+    Every replica gets ``gpusPerReplica`` of the chosen model's resource (``pin.resource``;
+    ``gpu_resource``, the member's default, when the pin does not know it) on its first
+    container, and a
     required node affinity from ``pin`` (the labels of the chosen model's nodes), so the
     member's scheduler can only put it on that model. ``activeDeadlineSeconds`` is the job's
     maxRuntime: the member stops the job when it runs out. Pods are never retried
@@ -246,6 +275,7 @@ def remote_job(job: ComputeJob, gpu_resource: str, pin: ModelPin | None) -> dict
     spec.setdefault("restartPolicy", "Never")
     spec["automountServiceAccountToken"] = False
     spec["enableServiceLinks"] = False
+    gpu_resource = (pin.resource if pin is not None else None) or gpu_resource
     containers = spec.get("containers") or []
     if containers:
         resources = containers[0].setdefault("resources", {})

@@ -36,6 +36,21 @@ LABEL_NAMESPACE: Final = "namespace"
 LABEL_POD: Final = "pod"
 LABEL_CONTAINER: Final = "container"
 
+# Ascend npu-exporter (MindCluster, "Prometheus Metrics接口"): one node per exporter, no node
+# label; devices by id (and vdie_id, the die's unique id), memory in MB.
+NPU_UTIL: Final = "npu_chip_info_utilization"  # percent (AI Core)
+NPU_HBM_USED: Final = "npu_chip_info_hbm_used_memory"  # MB
+NPU_HBM_TOTAL: Final = "npu_chip_info_hbm_total_memory"  # MB
+NPU_HEALTH: Final = "npu_chip_info_health_status"  # 1 healthy, 0 not
+NPU_TEMP: Final = "npu_chip_info_temperature"  # degrees C
+NPU_POWER: Final = "npu_chip_info_power"  # W
+NPU_LABEL_ID: Final = "id"
+NPU_LABEL_VDIE: Final = "vdie_id"
+NPU_LABEL_MODEL: Final = "model_name"
+NPU_LABEL_POD: Final = "pod_name"
+NPU_LABEL_NAMESPACE: Final = "namespace"
+NPU_LABEL_CONTAINER: Final = "container_name"
+
 # suanli's exporter about itself.
 EXPORTER_UP: Final = "suanli_exporter_up"
 EXPORTER_LAST_READ: Final = "suanli_exporter_last_read_timestamp_seconds"

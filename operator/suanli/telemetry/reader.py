@@ -1,4 +1,4 @@
-"""Reading GPU exporters: suanli's own and NVIDIA's dcgm-exporter alike.
+"""Reading accelerator exporters: suanli's own, NVIDIA's dcgm-exporter and Ascend's npu-exporter.
 
 Two layers, kept apart so the decision code can be tested without a network:
 
@@ -6,6 +6,10 @@ Two layers, kept apart so the decision code can be tested without a network:
   per GPU, utilization, framebuffer memory, health. It uses prometheus_client's parser and looks
   metric families up by name, so it is indifferent to label order, extra labels (pci_bus_id,
   DCGM_FI_DRIVER_VERSION, err_code, ...), and whether ECC totals are typed gauge or counter.
+- Ascend's npu-exporter has other names (``npu_chip_info_utilization``, ``..._hbm_used_memory``
+  and ``..._hbm_total_memory`` in MB, ``..._health_status``) and labels (``id``, ``vdie_id``,
+  ``model_name``) and no node label: its series are read into the same per-device view, under
+  the node the endpoint's ``#node=<name>`` fragment names (the exporter serves one node).
 - :class:`TelemetryEndpoint` fetches one exporter with aiohttp (the operator is async) under a
   timeout and keeps its :class:`EndpointStatus`: answering or not, how old its data is, stale
   or fresh. The last good snapshot is kept when the endpoint stops answering, so the caller
@@ -29,6 +33,7 @@ from typing import Final
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from suanli.api.membercluster import endpoint_node
 from suanli.telemetry import names
 
 # DCGM reports a missing value as a sentinel: int64 blanks start at 0x7ffffffffffffff0 and
@@ -47,6 +52,7 @@ class HealthIssue(enum.StrEnum):
 
     XID_ERROR = "XidError"  # the driver reported an XID critical error
     ECC_UNCORRECTED = "EccUncorrected"  # uncorrectable memory errors since the driver loaded
+    DEVICE_UNHEALTHY = "DeviceUnhealthy"  # the vendor's exporter says so (npu health_status 0)
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ class GpuTelemetry:
     last_xid: int | None = None
     ecc_uncorrected_volatile: int | None = None
     pods: tuple[PodRef, ...] = ()
+    device_healthy: bool | None = None  # a vendor's own health verdict, where it reports one
 
     @property
     def health_issues(self) -> frozenset[HealthIssue]:
@@ -85,6 +92,8 @@ class GpuTelemetry:
             issues.add(HealthIssue.XID_ERROR)
         if self.ecc_uncorrected_volatile:
             issues.add(HealthIssue.ECC_UNCORRECTED)
+        if self.device_healthy is False:
+            issues.add(HealthIssue.DEVICE_UNHEALTHY)
         return frozenset(issues)
 
     @property
@@ -132,6 +141,17 @@ _GPU_METRICS: Final = frozenset(
     }
 )
 
+# npu-exporter's families, each read into the dcgm-exporter field of the same meaning (memory in
+# MB there, MiB here: npu-smi's "MB" are MiB, as its totals of 65536 for 64 GB show).
+_NPU_METRICS: Final[dict[str, str]] = {
+    names.NPU_UTIL: names.GPU_UTIL,
+    names.NPU_HBM_USED: names.FB_USED,
+    names.NPU_HBM_TOTAL: names.NPU_HBM_TOTAL,
+    names.NPU_HEALTH: names.NPU_HEALTH,
+    names.NPU_TEMP: names.GPU_TEMP,
+    names.NPU_POWER: names.POWER_USAGE,
+}
+
 _GpuKey = tuple[str, str, str | None]  # node, UUID, MIG instance
 
 
@@ -156,6 +176,12 @@ class _GpuDraft:
             value = self.values.get(name)
             return None if value is None else int(value)
 
+        free = number(names.FB_FREE)
+        hbm_total, used = number(names.NPU_HBM_TOTAL), number(names.FB_USED)
+        if free is None and hbm_total is not None and used is not None:
+            free = max(0.0, hbm_total - used)
+        health = self.values.get(names.NPU_HEALTH)
+
         return GpuTelemetry(
             node=self.node,
             index=self.index,
@@ -165,13 +191,14 @@ class _GpuDraft:
             utilization_percent=number(names.GPU_UTIL),
             memory_copy_utilization_percent=number(names.MEM_COPY_UTIL),
             fb_used_mib=number(names.FB_USED),
-            fb_free_mib=number(names.FB_FREE),
+            fb_free_mib=free,
             fb_reserved_mib=number(names.FB_RESERVED),
             temperature_c=number(names.GPU_TEMP),
             power_w=number(names.POWER_USAGE),
             last_xid=count(names.XID_ERRORS),
             ecc_uncorrected_volatile=count(names.ECC_DBE_VOL_TOTAL),
             pods=tuple(self.pods[key] for key in sorted(self.pods)),
+            device_healthy=None if health is None else health == 1,
         )
 
 
@@ -201,15 +228,19 @@ def parse_metrics(
             exporter_up = family.samples[0].value == 1
         elif family.name == names.EXPORTER_LAST_READ and family.samples:
             data_at = family.samples[0].value
-        if family.name not in _GPU_METRICS:
+        npu_field = _NPU_METRICS.get(family.name)
+        if family.name not in _GPU_METRICS and npu_field is None:
             continue
         for sample in family.samples:
-            draft = _draft_for(drafts, sample.labels, default_node)
+            if npu_field is None:
+                draft = _draft_for(drafts, sample.labels, default_node)
+            else:
+                draft = _npu_draft_for(drafts, sample.labels, default_node)
             value = sample.value
             if math.isnan(value) or value >= _DCGM_BLANK:
                 continue
             # Shared GPUs repeat a series per pod: the first value stands for the GPU.
-            draft.values.setdefault(family.name, value)
+            draft.values.setdefault(npu_field or family.name, value)
     by_node: dict[str, list[GpuTelemetry]] = {}
     for draft in drafts.values():
         by_node.setdefault(draft.node, []).append(draft.build())
@@ -252,6 +283,39 @@ def _draft_for(
             namespace=labels.get(names.LABEL_NAMESPACE, ""),
             name=pod,
             container=labels.get(names.LABEL_CONTAINER, ""),
+        )
+        draft.pods[(ref.namespace, ref.name, ref.container)] = ref
+    return draft
+
+
+def _npu_draft_for(
+    drafts: dict[_GpuKey, _GpuDraft], labels: Mapping[str, str], default_node: str | None
+) -> _GpuDraft:
+    """The device an npu-exporter series is about: by ``id`` on the endpoint's node."""
+    node = labels.get(names.LABEL_HOSTNAME) or default_node
+    index_text = labels.get(names.NPU_LABEL_ID, "")
+    if not node or not index_text.isdigit():
+        raise TelemetryError(
+            "an npu-exporter series lacks the id label, or the endpoint names no node (add "
+            f"#node=<node name> to its URL): {dict(labels)}"
+        )
+    uuid = labels.get(names.NPU_LABEL_VDIE) or f"{node}/npu-{index_text}"
+    key = (node, uuid, None)
+    draft = drafts.get(key)
+    if draft is None:
+        draft = drafts[key] = _GpuDraft(
+            node=node,
+            index=int(index_text),
+            uuid=uuid,
+            model=labels.get(names.NPU_LABEL_MODEL, ""),
+            gpu_instance=None,
+        )
+    pod = labels.get(names.NPU_LABEL_POD)
+    if pod:
+        ref = PodRef(
+            namespace=labels.get(names.NPU_LABEL_NAMESPACE, ""),
+            name=pod,
+            container=labels.get(names.NPU_LABEL_CONTAINER, ""),
         )
         draft.pods[(ref.namespace, ref.name, ref.container)] = ref
     return draft
@@ -313,7 +377,9 @@ class TelemetryEndpoint:
         self.url = url
         self.max_age = max_age
         self.timeout = timeout
-        self._default_node = default_node
+        # "#node=<name>" names the node of an exporter whose series do not (npu-exporter).
+        self._fetch_url = url.split("#", 1)[0]
+        self._default_node = default_node or endpoint_node(url)
         self._clock = clock
         self._snapshot: TelemetrySnapshot | None = None
         self._answering = False
@@ -325,7 +391,7 @@ class TelemetryEndpoint:
         try:
             snapshot = await fetch_metrics(
                 session,
-                self.url,
+                self._fetch_url,
                 timeout=self.timeout,
                 default_node=self._default_node,
                 clock=self._clock,

@@ -40,6 +40,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Final
 
+from suanli.api.catalogue import Accelerator, meets, member_catalogue
 from suanli.api.common import CENT, format_duration, format_money
 from suanli.api.computejob import ComputeJobSpec
 from suanli.api.membercluster import MemberCluster
@@ -64,6 +65,8 @@ class PriceOffer:
         price_per_gpu_hour: the price of one GPU of that model for one hour (two decimals).
         currency: the member's ISO 4217 currency.
         cordoned: whether the member takes no new jobs.
+        accelerator: the model's catalogue entry as the member declares it (None if unknown),
+            for jobs that ask by capability.
     """
 
     cluster: str
@@ -72,6 +75,7 @@ class PriceOffer:
     price_per_gpu_hour: Decimal
     currency: str
     cordoned: bool = False
+    accelerator: Accelerator | None = None
 
     def __str__(self) -> str:
         return f"{self.cluster}/{self.gpu_model}"
@@ -93,9 +97,11 @@ def offers_from_members(members: Iterable[MemberCluster]) -> list[PriceOffer]:
             price_per_gpu_hour=price.price_per_gpu_hour,
             currency=member.spec.currency,
             cordoned=member.spec.cordoned,
+            accelerator=catalogue.get(price.gpu_model),
         )
         for member in members
         if member.metadata.name
+        for catalogue in (member_catalogue(member),)
         for price in member.spec.prices
     ]
     return sorted(offers, key=lambda offer: (offer.cluster, offer.gpu_model))
@@ -216,6 +222,15 @@ def gpu_seconds(start: datetime, end: datetime, gpus: int) -> int:
 # --- eligibility --------------------------------------------------------------------------------
 
 
+def _described(offer: PriceOffer) -> str:
+    """A model with its figures, for a refusal: ``L40S (362 TFLOPS, 48 GiB)``."""
+    entry = offer.accelerator
+    if entry is None:
+        return f"{offer.gpu_model} (not in the accelerator catalogue)"
+    tflops = "no known TFLOPS" if entry.fp16_tflops is None else f"{entry.fp16_tflops} TFLOPS"
+    return f"{offer.gpu_model} ({entry.vendor}, {tflops}, {entry.memory_gib} GiB)"
+
+
 def _names(values: Iterable[str]) -> str:
     ordered = sorted(set(values))
     shown = ", ".join(ordered[:_LIST_AT_MOST])
@@ -247,6 +262,25 @@ def _steps(job: ComputeJobSpec, voucher: VoucherQuota) -> list[_Step]:
                     f"no member offers the GPU models the job accepts "
                     f"({_names(accepted)}, spec.gpuModels); members offer "
                     f"{_names(o.gpu_model for o in left)}"
+                ),
+            )
+        )
+    capability = job.capability
+    if capability is not None and not capability.empty:
+        vendors = frozenset(v.value for v in capability.vendors)
+        steps.append(
+            _Step(
+                lambda offer: meets(
+                    offer.accelerator,
+                    min_fp16_tflops=capability.min_fp16_tflops,
+                    min_memory_gib=capability.min_memory_gib,
+                    vendors=vendors,
+                ),
+                RefusalReason.NO_ELIGIBLE_OFFER,
+                "ComputeJob:spec.capability",
+                lambda left: (
+                    "no member offers a device as capable as the job asks (spec.capability); "
+                    f"members offer {_names(_described(o) for o in left)}"
                 ),
             )
         )
@@ -336,7 +370,8 @@ def eligible_offers(
     """The offers the job may be placed at under ``voucher``, or why there are none.
 
     An offer is eligible when its GPU model is accepted by the job (``spec.gpuModels``, empty
-    for any) and allowed by the voucher (``spec.allowedGPUModels``, empty for any), its cluster
+    for any), meets the job's ``spec.capability`` (if set) and is allowed by the voucher
+    (``spec.allowedGPUModels``, empty for any), its cluster
     is in the job's ``placement.clusters`` and the voucher's ``allowedClusters`` (each empty
     for any), its region in the job's ``placement.regions`` (empty for any), its currency is
     the voucher's, and its member is not cordoned.
