@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from suanli import __version__
+from suanli import __version__, failures
 from suanli.errors import UserFacingError
 
 # Explicit list (no discovery): the order is the order of `suanli --help`.
@@ -49,7 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.handler(args)
     except KeyboardInterrupt:
         return 130
-    except UserFacingError as error:
-        print(f"suanli: error: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:  # every failure ends in a sentence, never a traceback
+        if args.verbose and not isinstance(error, UserFacingError):
+            logging.getLogger("suanli").exception("the command failed")
+        print(f"{parser.prog}: error: {failures.explain(error)}", file=sys.stderr)
+        return failures.EXIT_FAILURE
     return result

@@ -20,6 +20,7 @@ from suanli.devenv.toolchain import (
     toolchain_paths,
 )
 from suanli.devenv.topology import default_federation, load_federation
+from suanli.devenv.waiting import TIMEOUTS
 
 
 def register(subparsers: Any) -> None:
@@ -128,17 +129,24 @@ def _install_suanli_in_kind(state: federation.FederationState, toolchain: Toolch
 
 
 def _start_suanli(state: federation.FederationState) -> None:
-    """Install suanli on the hub, join the members, start the operator, apply the examples."""
+    """Install suanli on the hub, start the operator, join the members, apply the examples.
+
+    The operator starts before anything is written through its webhooks, which fail closed:
+    after an operator died, its webhook configurations still name the dead process, and every
+    MemberCluster, VoucherQuota or ComputeJob write would be refused until a new one runs.
+    """
     hub = federation.api_client(state.hub.kubeconfig)
     install.install_api(hub)
-    install.join_members(hub, state.members)
-    _say(f"CRDs and roles installed; members joined: {', '.join(m.name for m in state.members)}")
     workdir = Path(state.directory) / "operator"
-    stop_detached(workdir)  # `up` again restarts it with the current code
+    if stop_detached(workdir):  # `up` again restarts it with the current code
+        _say("stopped the running operator, to start it with the current code")
     operator = OperatorProcess(state.hub.kubeconfig, workdir, detached=True)
     operator.start()
+    operator.wait_webhooks(hub, timeout=TIMEOUTS.api_ready)
     pid = operator.process.pid if operator.process else "?"
     _say(f"operator running (pid {pid}); log: {operator.log_path}")
+    install.join_members(hub, state.members)
+    _say(f"CRDs and roles installed; members joined: {', '.join(m.name for m in state.members)}")
     examples = install.examples_dir()
     if examples is not None:
         applied = install.apply_examples(hub, examples)
