@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from suanli import metrics
 from suanli.api.common import Condition, ConditionStatus, set_condition
 from suanli.api.voucherquota import VoucherQuota
 from suanli.handlers.voucher_cache import VoucherCache, parse_voucher
@@ -107,6 +108,8 @@ class LedgerWriter:
             try:
                 await self._commit(batch)
             except Exception as error:
+                if not isinstance(error, VoucherGoneError):  # a deleted voucher is no failure
+                    metrics.LEDGER_WRITE_ERRORS.labels(self._namespace, self._name).inc()
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(error)
