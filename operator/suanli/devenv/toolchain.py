@@ -198,6 +198,7 @@ class Toolchain:
     kwok: Path
     kwokctl: Path
     helm: Path
+    promtool: Path
 
     @property
     def bin_dirs(self) -> list[Path]:
@@ -216,6 +217,7 @@ def toolchain_paths() -> Toolchain:
         kwok=KWOK.path("kwok"),
         kwokctl=KWOK.path("kwokctl"),
         helm=HELM.path("helm"),
+        promtool=PROMTOOL.path("promtool"),
     )
 
 
