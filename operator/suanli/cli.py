@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from suanli import __version__, failures
 from suanli.errors import UserFacingError
@@ -22,12 +23,14 @@ COMMAND_MODULES: tuple[str, ...] = (
     "suanli.telemetry.commands",
     "suanli.handlers.commands",
     "suanli.members.commands",
+    "suanli.status.commands",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="suanli",
+        # Installed as kubectl-suanli too, so that `kubectl suanli status` works.
+        prog="kubectl suanli" if Path(sys.argv[0]).name == "kubectl-suanli" else "suanli",
         description="Federate GPU computing centers on Kubernetes.",
     )
     parser.add_argument("--version", action="version", version=f"suanli {__version__}")
