@@ -57,6 +57,26 @@ def test_every_metric_the_dashboard_and_alerts_read_is_exported(
     )
 
 
+def test_the_operator_reports_each_member_ready(
+    hub: Cluster, members_joined: list[str], operator: OperatorProcess
+) -> None:
+    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+
+    def ready_members() -> set[str] | None:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        ready = {
+            sample.labels["member"]
+            for family in text_string_to_metric_families(text)
+            if family.name == "suanli_member_condition"
+            for sample in family.samples
+            if sample.labels["condition"] == "Ready" and sample.value == 1
+        }
+        return ready if ready >= set(members_joined) else None
+
+    wait_for(ready_members, timeout=TIMEOUTS.api_ready, what="suanli_member_condition Ready=1")
+
+
 def test_suanli_status_shows_the_members_and_no_leader_without_a_lease(
     hub: Cluster, members_joined: list[str], operator: OperatorProcess
 ) -> None:

@@ -73,7 +73,7 @@ def register(subparsers: Any) -> None:
 
     toolchain = commands.add_parser(
         "toolchain",
-        help="build (or reuse) etcd, Kubernetes, kwok and helm from their Go modules",
+        help="build (or reuse) etcd, Kubernetes, kwok, helm and promtool from their Go modules",
     )
     toolchain.add_argument("--print-path", action="store_true", help="print the PATH entries")
     toolchain.add_argument(
