@@ -124,8 +124,7 @@ def test_the_report_counts_jobs_and_names_the_oldest_queued() -> None:
     text = render(
         server="https://hub",
         members=[],
-        lease=None,
-        lease_namespace="suanli-system",
+        leader=leader_line(None, "suanli-system", NOW),
         jobs=jobs,
         vouchers=[],
         now=NOW,
@@ -133,3 +132,4 @@ def test_the_report_counts_jobs_and_names_the_oldest_queued() -> None:
     assert "jobs: 1 pending, 2 queued, 1 running, oldest queued job created 1h ago" in text
     assert "members: none joined" in text
     assert "vouchers with less than 10% left: none" in text
+    assert "admission leader: none (no Lease suanli-admission in suanli-system)" in text

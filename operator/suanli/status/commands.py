@@ -14,7 +14,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from suanli.api.meta import GROUP, VERSION
-from suanli.status.report import LEASE_NAME, render
+from suanli.status.report import LEASE_NAME, leader_line, render
 
 DEFAULT_NAMESPACE = "suanli-system"
 
@@ -47,28 +47,31 @@ def _list(custom: client.CustomObjectsApi, plural: str) -> list[dict[str, Any]]:
     return items
 
 
-def _lease(api: client.ApiClient, namespace: str) -> dict[str, Any] | None:
+def _leader(api: client.ApiClient, namespace: str, now: datetime) -> str:
     try:
         lease = client.CoordinationV1Api(api).read_namespaced_lease(LEASE_NAME, namespace)
     except ApiException as error:
         if error.status == 404:
-            return None
+            return leader_line(None, namespace, now)
+        if error.status == 403:
+            # suanli-platform-admin does not grant Leases; the rest of the report still helps.
+            return f"unknown: you may not read Lease {namespace}/{LEASE_NAME} ({error.reason})"
         raise
     body: dict[str, Any] = api.sanitize_for_serialization(lease)
-    return body
+    return leader_line(body, namespace, now)
 
 
 def _status(args: argparse.Namespace) -> int:
     with config.new_client_from_config(config_file=args.kubeconfig, context=args.context) as api:
         custom = client.CustomObjectsApi(api)
+        now = datetime.now(UTC)
         report = render(
             server=api.configuration.host,
             members=_list(custom, "memberclusters"),
-            lease=_lease(api, args.namespace),
-            lease_namespace=args.namespace,
+            leader=_leader(api, args.namespace, now),
             jobs=_list(custom, "computejobs"),
             vouchers=_list(custom, "voucherquotas"),
-            now=datetime.now(UTC),
+            now=now,
         )
     print(report, end="")
     return 0

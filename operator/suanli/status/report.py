@@ -138,8 +138,7 @@ def render(
     *,
     server: str,
     members: list[Obj],
-    lease: Obj | None,
-    lease_namespace: str,
+    leader: str,  # leader_line()'s answer, or why the Lease could not be read
     jobs: list[Obj],
     vouchers: list[Obj],
     now: datetime,
@@ -156,7 +155,7 @@ def render(
         lines.append("members: none joined (see docs/cluster-admins.md, Join a member cluster)")
     lines += [
         "",
-        f"admission leader: {leader_line(lease, lease_namespace, now)}",
+        f"admission leader: {leader}",
         f"jobs: {jobs_line(jobs, now)}",
     ]
     low = vouchers_near_exhaustion(vouchers)
