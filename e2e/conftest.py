@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from e2e.kube import Cluster
 from suanli.devenv import federation, install
-from suanli.devenv.operator_process import OperatorProcess
+from suanli.devenv.operator_process import OperatorProcess, stop_detached
 from suanli.devenv.providers import is_alive
 from suanli.devenv.toolchain import Toolchain, ensure_toolchain
 from suanli.devenv.topology import default_federation
@@ -48,6 +48,7 @@ def _clean_up_abandoned(toolchain: Toolchain) -> None:
     for directory in root.glob("e2e-*") if root.exists() else []:
         owner = directory.name.rsplit("-", 1)[-1]
         if owner.isdigit() and not is_alive(int(owner)):
+            stop_detached(directory / "operator")  # one `suanli dev up` started there
             federation.down(directory.name, toolchain, log=print)
 
 

@@ -17,6 +17,7 @@ ComputeJob is admitted once, by the operator under test.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -462,6 +463,9 @@ def test_an_upgrade_applies_new_values_and_keeps_the_certificate(
         "operator": {"recountInterval": 7},
         "metrics": {"service": {"enabled": False}},
         "commonLabels": {"suanli.io/e2e-revision": "2"},
+        # Stored by the real API server: its validation of the policy and the ConfigMap.
+        "networkPolicy": {"enabled": True, "webhookFrom": [{"ipBlock": {"cidr": "127.0.0.0/8"}}]},
+        "monitoring": {"dashboard": {"enabled": True}},
         "rbac": {
             "secretNamespaces": [install.SYSTEM_NAMESPACE],
             "tenantBindings": [
@@ -486,6 +490,13 @@ def test_an_upgrade_applies_new_values_and_keeps_the_certificate(
     assert deployment.metadata.labels["suanli.io/e2e-revision"] == "2"
     services = hub.core.list_namespaced_service(CHART_NAMESPACE, label_selector=INSTANCE).items
     assert [s.metadata.name for s in services] == [f"{RELEASE}-webhook"]
+    policy = client.NetworkingV1Api(hub.api).read_namespaced_network_policy(
+        f"{RELEASE}-operator", CHART_NAMESPACE
+    )
+    assert [p.port for rule in policy.spec.ingress for p in rule.ports] == ["webhook", "metrics"]
+    dashboard = hub.core.read_namespaced_config_map(f"{RELEASE}-dashboard", CHART_NAMESPACE)
+    assert dashboard.metadata.labels["grafana_dashboard"] == "1"
+    assert json.loads(dashboard.data["suanli.json"])["uid"] == "suanli-hub"
     # The certificate the API server trusts is kept, so the running operator still serves.
     assert release.secret(f"{RELEASE}-webhook-tls") == before
     configuration = release.admission.read_validating_webhook_configuration(f"{RELEASE}-admission")

@@ -148,6 +148,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "everything": {
         "exporter__enabled": True,
         "metrics__serviceMonitor__enabled": True,
+        "monitoring__dashboard__enabled": True,
+        "monitoring__prometheusRule__enabled": True,
+        "networkPolicy__enabled": True,
         "webhook__certificate__source": "cert-manager",
         "webhook__certificate__certManager__issuerRef": {"kind": "ClusterIssuer", "name": "ca"},
     },

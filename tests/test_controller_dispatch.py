@@ -351,3 +351,25 @@ def test_the_dispatch_pass_and_the_metrics_go_on_after_a_failure(
         assert all(not task.done() for task in world.dispatcher._loops)
 
     run(test, FakeBilling())
+
+
+def test_the_wait_of_the_oldest_queued_job_is_published() -> None:
+    async def test(world: World) -> None:
+        body = admitted_job().model_dump(mode="json", by_alias=True, exclude_none=True)
+        body["spec"]["replicas"] = 64  # more GPUs than the member has: it waits
+        job = ComputeJob.model_validate(body)
+        await world.dispatcher.job_seen(job, unwritten=True)
+        await settle()
+        world.dispatcher.publish_metrics()
+        created = job.metadata.creation_timestamp
+        assert created is not None
+        waited = (world.time.now - created).total_seconds()
+        assert metrics.QUEUE_DEPTH._value.get() == 1
+        assert metrics.QUEUE_OLDEST_SECONDS._value.get() == waited > 0
+
+        await world.dispatcher.job_deleted(job)
+        await settle()
+        world.dispatcher.publish_metrics()
+        assert metrics.QUEUE_OLDEST_SECONDS._value.get() == 0
+
+    run(test, FakeBilling())

@@ -230,3 +230,14 @@ def test_the_async_drain_decides_as_the_sync_one() -> None:
     assert {k: d.summary for k, d in got.waiting.items()} == {
         k: d.summary for k, d in expected.waiting.items()
     }
+
+
+def test_the_oldest_submission_is_the_longest_waiting_job() -> None:
+    queue = PendingQueue()
+    assert queue.oldest_submitted_at() is None
+    queue.push(job("late", at=30))
+    queue.push(job("early", at=10, priority=-5))
+    queue.push(job("urgent", at=20, priority=100))
+    assert queue.oldest_submitted_at() == T0 + 10
+    queue.remove("early")
+    assert queue.oldest_submitted_at() == T0 + 20

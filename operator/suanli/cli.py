@@ -11,8 +11,9 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from suanli import __version__
+from suanli import __version__, failures
 from suanli.errors import UserFacingError
 
 # Explicit list (no discovery): the order is the order of `suanli --help`.
@@ -23,12 +24,14 @@ COMMAND_MODULES: tuple[str, ...] = (
     "suanli.handlers.commands",
     "suanli.members.commands",
     "suanli.capacity_commands",
+    "suanli.status.commands",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="suanli",
+        # Installed as kubectl-suanli too, so that `kubectl suanli status` works.
+        prog="kubectl suanli" if Path(sys.argv[0]).name == "kubectl-suanli" else "suanli",
         description="Federate GPU computing centers on Kubernetes.",
     )
     parser.add_argument("--version", action="version", version=f"suanli {__version__}")
@@ -50,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.handler(args)
     except KeyboardInterrupt:
         return 130
-    except UserFacingError as error:
-        print(f"suanli: error: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:  # every failure ends in a sentence, never a traceback
+        if args.verbose and not isinstance(error, UserFacingError):
+            logging.getLogger("suanli").exception("the command failed")
+        print(f"{parser.prog}: error: {failures.explain(error)}", file=sys.stderr)
+        return failures.EXIT_FAILURE
     return result

@@ -31,6 +31,12 @@ VOUCHER_REMAINING: Final = Gauge(
     "Amount left on a voucher (credit line excluded).",
     ["namespace", "voucher", "currency"],
 )
+LEDGER_WRITE_ERRORS: Final = Counter(
+    "suanli_voucher_ledger_write_errors_total",
+    "Voucher ledger commits that failed after their retries (the callers waiting on them got "
+    "the error: an admission refused, a charge retried later).",
+    ["namespace", "voucher"],
+)
 LEDGER_WRITES: Final = Counter(
     "suanli_voucher_ledger_writes_total",
     "Voucher status writes, each committing a batch of ledger changes.",
@@ -67,6 +73,10 @@ JOBS_BY_PHASE: Final = Gauge(
     "suanli_jobs", "ComputeJobs this operator follows, by phase.", ["phase"]
 )
 QUEUE_DEPTH: Final = Gauge("suanli_queue_depth", "ComputeJobs waiting for capacity.")
+QUEUE_OLDEST_SECONDS: Final = Gauge(
+    "suanli_queue_oldest_job_age_seconds",
+    "How long the longest-waiting queued ComputeJob has existed (0 when none waits).",
+)
 MEMBER_FREE_GPUS: Final = Gauge(
     "suanli_member_free_gpus", "Free GPUs per member cluster and model.", ["member", "model"]
 )
@@ -82,6 +92,18 @@ FEDERATION_PFLOPS: Final = Gauge(
     "suanli_federation_pflops",
     "Dense FP16 PFLOPS of the whole federation: total, schedulable (on Ready members), free.",
     ["state"],
+)
+MEMBER_CONDITION: Final = Gauge(
+    "suanli_member_condition",
+    "A MemberCluster's conditions as the operator last wrote them: 1 True, 0 False, by member "
+    "and condition (Ready, Reachable, TelemetryFresh).",
+    ["member", "condition"],
+)
+MEMBER_TELEMETRY_AGE: Final = Gauge(
+    "suanli_member_telemetry_age_seconds",
+    "Age of the oldest GPU data a member's telemetry endpoints gave at the last read, per "
+    "member and endpoint (absent until an endpoint first answered).",
+    ["member", "endpoint"],
 )
 MEMBER_KUBECONFIG_RELOADS: Final = Counter(
     "suanli_member_kubeconfig_reloads_total",

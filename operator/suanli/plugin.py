@@ -32,6 +32,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from suanli.api.meta import GROUP, VERSION
+from suanli.status.commands import DEFAULT_NAMESPACE, print_status
 from suanli.vouchers.estimate import WARNING_PREFIX
 
 _WARNING: Final = re.compile(r'\d{3} \S+ "((?:[^"\\]|\\.)*)"')
@@ -178,7 +179,8 @@ def usage(args: argparse.Namespace, out: TextIO) -> int:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
-        prog="kubectl suanli", description="A suanli tenant's view: cost, failures, usage."
+        prog="kubectl suanli",
+        description="A suanli tenant's view (cost, failures, usage) and an admin's (status).",
     )
     top.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: KUBECONFIG)")
     top.add_argument("--context", default=None, help="kubeconfig context")
@@ -192,7 +194,19 @@ def parser() -> argparse.ArgumentParser:
     explain.set_defaults(run=why)
     spent = sub.add_parser("usage", help="the namespace's vouchers and usage records")
     spent.set_defaults(run=usage)
+    glance = sub.add_parser("status", help="the federation at a glance (for an admin)")
+    glance.add_argument(
+        "--operator-namespace",
+        default=DEFAULT_NAMESPACE,
+        help=f"where the admission Lease is (default {DEFAULT_NAMESPACE})",
+    )
+    glance.set_defaults(run=status)
     return top
+
+
+def status(args: argparse.Namespace, out: TextIO) -> int:
+    """``suanli status``, from kubectl: the same report."""
+    return print_status(args.kubeconfig, args.context, args.operator_namespace, out)
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:

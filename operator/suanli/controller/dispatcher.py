@@ -187,6 +187,9 @@ class Dispatcher:
         for phase, count in phases.items():
             metrics.JOBS_BY_PHASE.labels(phase).set(count)
         metrics.QUEUE_DEPTH.set(len(self.placement.queue))
+        oldest = self.placement.queue.oldest_submitted_at()
+        waited = 0.0 if oldest is None else self.clock().timestamp() - oldest
+        metrics.QUEUE_OLDEST_SECONDS.set(max(0.0, waited))
 
     # --- members (for the MemberCluster handlers) -----------------------------------------------
 

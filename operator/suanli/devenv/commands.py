@@ -26,6 +26,7 @@ from suanli.devenv.topology import (
     default_federation,
     load_federation,
 )
+from suanli.devenv.waiting import TIMEOUTS
 
 
 def register(subparsers: Any) -> None:
@@ -83,7 +84,7 @@ def register(subparsers: Any) -> None:
 
     toolchain = commands.add_parser(
         "toolchain",
-        help="build (or reuse) etcd, Kubernetes, kwok and helm from their Go modules",
+        help="build (or reuse) etcd, Kubernetes, kwok, helm and promtool from their Go modules",
     )
     toolchain.add_argument("--print-path", action="store_true", help="print the PATH entries")
     toolchain.add_argument(
@@ -139,10 +140,23 @@ def _install_suanli_in_kind(state: federation.FederationState, toolchain: Toolch
 
 
 def _start_suanli(state: federation.FederationState, spec: FederationSpec) -> None:
-    """Install suanli on the hub, join the members, start a stand-in exporter per GPU node and
-    the operator, apply the examples."""
+    """Install suanli on the hub, start the operator, join the members, start a stand-in
+    exporter per GPU and NPU node, apply the examples.
+
+    The operator starts before anything is written through its webhooks, which fail closed:
+    after an operator died, its webhook configurations still name the dead process, and every
+    MemberCluster, VoucherQuota or ComputeJob write would be refused until a new one runs.
+    """
     hub = federation.api_client(state.hub.kubeconfig)
     install.install_api(hub)
+    workdir = Path(state.directory) / "operator"
+    if stop_detached(workdir):  # `up` again restarts it with the current code
+        _say("stopped the running operator, to start it with the current code")
+    operator = OperatorProcess(state.hub.kubeconfig, workdir, detached=True)
+    operator.start()
+    operator.wait_webhooks(hub, timeout=TIMEOUTS.api_ready)
+    pid = operator.process.pid if operator.process else "?"
+    _say(f"operator running (pid {pid}); log: {operator.log_path}")
     install.join_members(hub, state.members)
     _say(f"CRDs and roles installed; members joined: {', '.join(m.name for m in state.members)}")
     endpoints = start_exporters(spec.members, Path(state.directory) / "exporters")
@@ -151,12 +165,6 @@ def _start_suanli(state: federation.FederationState, spec: FederationSpec) -> No
         f"stand-in exporters running for {sum(map(len, endpoints.values()))} GPU/NPU nodes; "
         "placements are judged with their live telemetry"
     )
-    workdir = Path(state.directory) / "operator"
-    stop_detached(workdir)  # `up` again restarts it with the current code
-    operator = OperatorProcess(state.hub.kubeconfig, workdir, detached=True)
-    operator.start()
-    pid = operator.process.pid if operator.process else "?"
-    _say(f"operator running (pid {pid}); log: {operator.log_path}")
     examples = install.examples_dir()
     if examples is not None:
         applied = install.apply_examples(hub, examples)

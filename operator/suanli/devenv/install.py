@@ -24,6 +24,7 @@ from suanli.api.crdgen import generate
 from suanli.api.meta import GROUP, VERSION
 from suanli.devenv.federation import ClusterInfo, api_client
 from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.failures import api_message
 from suanli.rbac import all_roles
 
 SYSTEM_NAMESPACE: Final = "suanli-system"
@@ -208,6 +209,12 @@ def apply_examples(api: client.ApiClient, directory: Path) -> list[str]:
                         GROUP, VERSION, metadata["namespace"], plural[document["kind"]], document
                     )
             except ApiException as error:
+                if error.status == 403 and document["kind"] == "ComputeJob":
+                    # A job this federation cannot run (e.g. a GPU model no member has, with
+                    # --members 1): admission refuses it as it would a tenant's; the rest apply.
+                    refusal = api_message(error)
+                    applied.append(f"{document['kind']}/{metadata['name']} (refused: {refusal})")
+                    continue
                 if error.status != 409:
                     raise
             applied.append(f"{document['kind']}/{metadata['name']}")

@@ -15,8 +15,13 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from suanli.devenv.providers import terminate
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from suanli.devenv.providers import is_alive, terminate
 from suanli.devenv.waiting import wait_for
+from suanli.errors import UserFacingError
+from suanli.options import OperatorOptions
 
 
 def free_port() -> int:
@@ -46,9 +51,27 @@ def stop_detached(workdir: Path, grace_seconds: float = 15.0) -> bool:
         pid = int(pid_file.read_text())
     except (OSError, ValueError):
         return False
-    terminate([pid], grace_seconds)
     pid_file.unlink(missing_ok=True)
+    if not _is_operator_of(pid, workdir):
+        # It died (killed, crashed, the machine rebooted) and its pid may since belong to
+        # another program, which must not be signalled.
+        return False
+    terminate([pid], grace_seconds)
     return True
+
+
+def _is_operator_of(pid: int, workdir: Path) -> bool:
+    """Whether ``pid`` is a live `suanli run` started in ``workdir`` (its certificate directory
+    is on its command line)."""
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return is_alive(pid) and str(workdir / "certs").encode() in arguments
+
+
+# The webhook configurations `suanli run` manages by default, as this module starts it.
+WEBHOOK_CONFIGURATION = OperatorOptions().managed_webhook_config or ""
 
 
 class OperatorProcess:
@@ -129,7 +152,10 @@ class OperatorProcess:
 
     def _probe(self, path: str) -> bool:
         if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"the operator exited ({self.process.returncode}):\n{self.log()}")
+            raise UserFacingError(
+                f"the operator exited ({self.process.returncode}) while starting; "
+                f"its log ({self.log_path}) ends:\n{self.log(tail=3000)}"
+            )
         try:
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.health_port}{path}", timeout=1
@@ -137,6 +163,34 @@ class OperatorProcess:
                 return bool(response.status == 200)
         except OSError:
             return False
+
+    def wait_webhooks(self, api: client.ApiClient, timeout: float) -> None:
+        """Wait until the hub calls this process's webhooks.
+
+        After an operator died, its webhook configurations still name its port; they fail
+        closed, so every write of a suanli object is refused until the new process has
+        registered its own address.
+        """
+        admission = client.AdmissionregistrationV1Api(api)
+        port = f":{self.webhook_port}/"
+
+        def registered() -> bool:
+            try:
+                configurations = [
+                    admission.read_validating_webhook_configuration(WEBHOOK_CONFIGURATION),
+                    admission.read_mutating_webhook_configuration(WEBHOOK_CONFIGURATION),
+                ]
+            except ApiException as error:
+                if error.status == 404:
+                    return False
+                raise
+            return all(
+                port in (webhook.client_config.url or "")
+                for configuration in configurations
+                for webhook in configuration.webhooks or []
+            )
+
+        wait_for(registered, timeout=timeout, what="the operator to register its webhooks")
 
     @property
     def running(self) -> bool:

@@ -34,6 +34,8 @@ KUBERNETES_VERSION: Final = "v1.34.4"
 ETCD_VERSION: Final = "v3.6.16"
 KWOK_VERSION: Final = "v0.8.0"
 HELM_VERSION: Final = "v3.22.0"
+# Prometheus tags its Go module v0.<major*100+minor>.<patch>: v0.316.0 is Prometheus 3.16.0.
+PROMTOOL_VERSION: Final = "v0.316.0"
 # The kind provider's parts (see suanli.devenv.kindnode): kind itself, and the cluster add-ons
 # kubeadm and kind expect in a node image, at the versions kubeadm v1.34 asks for.
 KIND_VERSION: Final = "v0.33.0"
@@ -139,7 +141,15 @@ HELM: Final = Component(
     ldflags=(f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",),
 )
 
-COMPONENTS: Final = (ETCD, KUBERNETES, KWOK, HELM)
+# promtool checks and unit-tests the chart's alert rules (tests/test_alerts.py).
+PROMTOOL: Final = Component(
+    name="promtool",
+    version=PROMTOOL_VERSION,
+    binaries={"promtool": "github.com/prometheus/prometheus/cmd/promtool"},
+    ldflags=("-X github.com/prometheus/common/version.Version=3.16.0",),
+)
+
+COMPONENTS: Final = (ETCD, KUBERNETES, KWOK, HELM, PROMTOOL)
 
 # Only the kind provider needs these; the process-based federation never builds them.
 KUBERNETES_NODE: Final = Component(
@@ -188,6 +198,7 @@ class Toolchain:
     kwok: Path
     kwokctl: Path
     helm: Path
+    promtool: Path
 
     @property
     def bin_dirs(self) -> list[Path]:
@@ -206,6 +217,7 @@ def toolchain_paths() -> Toolchain:
         kwok=KWOK.path("kwok"),
         kwokctl=KWOK.path("kwokctl"),
         helm=HELM.path("helm"),
+        promtool=PROMTOOL.path("promtool"),
     )
 
 

@@ -126,6 +126,10 @@ class PendingQueue:
         entry = self._entries.pop(key, None)
         return None if entry is None else entry.job
 
+    def oldest_submitted_at(self) -> float | None:
+        """When the longest-waiting job was submitted (epoch seconds); None when none waits."""
+        return min((entry.job.submitted_at for entry in self._entries.values()), default=None)
+
     def get(self, key: str) -> JobRequest | None:
         entry = self._entries.get(key)
         return None if entry is None else entry.job

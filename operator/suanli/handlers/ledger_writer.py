@@ -157,6 +157,7 @@ class LedgerWriter:
                 return
             except Exception as error:
                 metrics.BACKGROUND_TASK_ERRORS.labels("voucher-status").inc()
+                metrics.LEDGER_WRITE_ERRORS.labels(self._namespace, self._name).inc()
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                 failures += 1
                 logger.warning(

@@ -71,6 +71,7 @@ async def membercluster_event(
     body = cast(dict[str, Any], event["object"])
     if type == "DELETED":
         runtime.members.pop(name, None)
+        forget_member_metrics(name)
         await runtime.dispatcher.member_delete(name)
     else:
         runtime.members[name] = body
@@ -83,6 +84,17 @@ async def membercluster_removal(name: str, memo: kopf.Memo, **_: Any) -> None:
     their copies removed; a failure is retried by Kopf, so deleting a member loses no money."""
     runtime: Runtime = memo.runtime
     await runtime.dispatcher.member_removed(name)
+
+
+def forget_member_metrics(name: str) -> None:
+    """Drop a departed member's series, so dashboards and alerts stop showing it."""
+    for gauge in (
+        metrics.MEMBER_CONDITION,
+        metrics.MEMBER_TELEMETRY_AGE,
+        metrics.MEMBER_FREE_GPUS,
+        metrics.MEMBER_TOTAL_GPUS,
+    ):
+        gauge.remove_by_labels({"member": name})
 
 
 async def write_member_status(runtime: Runtime, name: str) -> None:
@@ -137,6 +149,7 @@ async def write_member_status(runtime: Runtime, name: str) -> None:
     }
     for kind, (ok, reason, message) in verdicts.items():
         set_condition(conditions, kind, true if ok else false, reason, message, now=now)
+        metrics.MEMBER_CONDITION.labels(name, kind.value).set(1 if ok else 0)
     new_status: dict[str, Any] = {
         **status,
         "observedGeneration": member.metadata.generation,

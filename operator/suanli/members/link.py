@@ -48,6 +48,7 @@ import aiohttp
 from kubernetes.client.exceptions import ApiException
 from urllib3 import exceptions as urllib3_errors
 
+from suanli import metrics
 from suanli.members.kubeapi import (
     ApiError,
     KubeSource,
@@ -404,6 +405,10 @@ class MemberLink:
                 log.exception("%s: reading telemetry failed", self.name)
                 statuses = []
             for status in statuses:
+                if status.age_seconds is not None:
+                    metrics.MEMBER_TELEMETRY_AGE.labels(self.name, status.url).set(
+                        status.age_seconds
+                    )
                 snapshot = status.snapshot
                 if not status.answering or snapshot is None:
                     continue

@@ -1,0 +1,1 @@
+"""``suanli status``: the federation at a glance, for an admin."""
