@@ -463,6 +463,13 @@ def test_extra_arguments_and_image() -> None:
     assert _container(render())["image"] == "ghcr.io/suanli/suanli:0.1.0"
 
 
+def test_job_retention_is_off_unless_set_and_passed_in_whole_seconds() -> None:
+    assert not any(a.startswith("--job-retention") for a in _container(render())["args"])
+    # A year: Helm reads numbers as floats, and would otherwise write 3.1536e+07.
+    year = _container(render(operator__jobRetention=31536000))["args"]
+    assert "--job-retention=31536000" in year
+
+
 # --- the webhook -------------------------------------------------------------------------------
 
 
@@ -784,6 +791,8 @@ WRONG_VALUES = [
     ("webhook:\n  url: http://127.0.0.1:9443\n", "at '/webhook/url'"),
     ("webhook:\n  timeoutSeconds: 60\n", "maximum: got 60, want 30"),
     ("crds:\n  keep: 'no'\n", "at '/crds/keep': got string, want boolean"),
+    ("operator:\n  jobRetention: 0\n", "at '/operator/jobRetention'"),
+    ("operator:\n  jobRetention: 30d\n", "at '/operator/jobRetention'"),
     ("webhook:\n  certificate:\n    extraIPs: [localhost]\n", "is not valid ipv4"),
     ("rbac:\n  tenantBindings:\n    - subjects: [{kind: User, name: a}]\n", "'namespace'"),
     ("exporter:\n  enabled: true\n  exporter:\n    port: high\n", "at '/exporter/port'"),

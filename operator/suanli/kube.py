@@ -27,7 +27,7 @@ import json
 import logging
 import ssl
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -225,6 +225,22 @@ class Hub:
     async def get(self, plural: str, namespace: str | None, name: str) -> dict[str, Any]:
         return await self._request("GET", _custom_path(plural, namespace, name), plural)
 
+    async def list_pages(
+        self, plural: str, namespace: str | None = None, *, limit: int
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every object, ``limit`` at a time (the API server's chunked list), so that a kind
+        with very many objects is never held in memory, nor sent, all at once."""
+        token = ""
+        while True:
+            path = f"{_custom_path(plural, namespace)}?limit={limit}"
+            if token:
+                path += f"&continue={quote(token, safe='')}"
+            result = await self._request("GET", path, plural)
+            yield result.get("items") or []
+            token = str((result.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return
+
     async def list(
         self, plural: str, namespace: str | None = None, *, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
@@ -234,6 +250,20 @@ class Hub:
         result = await self._request("GET", path, plural)
         items: list[dict[str, Any]] = result.get("items") or []
         return items
+
+    async def delete(
+        self, plural: str, namespace: str | None, name: str, *, uid: str
+    ) -> dict[str, Any]:
+        """Delete the object if it is still the one with ``uid`` (not one made again under its
+        name since it was read).
+
+        Raises:
+            NotFoundError: it is gone already.
+            ConflictError: the object of that name is another one (the uid differs).
+        """
+        options = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        path = _custom_path(plural, namespace, name)
+        return await self._request("DELETE", path, plural, body=options)
 
     async def create(self, plural: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Create the object, or return the one of that name that exists (AlreadyExists).

@@ -124,6 +124,11 @@ BACKGROUND_TASK_ERRORS: Final = Counter(
     "Failed iterations of the operator's background loops (the loop goes on), by task.",
     ["task"],
 )
+JOBS_RETIRED: Final = Counter(
+    "suanli_computejobs_retired_total",
+    "Finished, charged ComputeJobs deleted from the hub after --job-retention (their usage "
+    "records stay).",
+)
 USAGE_RECORDS: Final = Counter(
     "suanli_usage_records_charged_total",
     "Usage records charged to a voucher's ledger (one per finished attempt of a job).",

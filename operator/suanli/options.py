@@ -60,8 +60,9 @@ class OperatorOptions:
     remote_job_ttl_seconds: int = 3600
     # Seconds between re-reads of running jobs' Secrets and ConfigMaps (copied to members).
     tenant_data_sync_seconds: float = 20.0
-    # Seconds a finished ComputeJob stays on the hub after it finished; None keeps it forever.
-    # Its UsageRecords stay either way.
+    # Seconds a finished, charged ComputeJob stays on the hub after it finished; then the leader
+    # deletes it (its UsageRecords stay). None keeps every job: deleting is for the platform
+    # to choose, since a tenant loses `kubectl describe` of the job.
     job_retention_seconds: float | None = None
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"

@@ -87,7 +87,9 @@ def operator_role() -> dict[str, Any]:
     return _cluster_role(
         OPERATOR_ROLE,
         [
-            _rule(GROUP, ("computejobs", "voucherquotas", "memberclusters"), (*READ, "patch")),
+            _rule(GROUP, ("voucherquotas", "memberclusters"), (*READ, "patch")),
+            # Delete: finished, charged jobs leave the hub after --job-retention.
+            _rule(GROUP, ("computejobs",), (*READ, "patch", "delete")),
             # One record per finished attempt: created once (a retry finds it), listed by the
             # recount, never changed (the schema refuses it) nor deleted.
             _rule(GROUP, ("usagerecords",), ("create", "get", "list")),

@@ -88,6 +88,15 @@ def register(subparsers: Any) -> None:
         "(default %(default)s)",
     )
     run.add_argument(
+        "--job-retention",
+        type=_positive_seconds,
+        default=defaults.job_retention_seconds,
+        metavar="SECONDS",
+        help="delete a finished ComputeJob this long after it finished and was charged; its "
+        "usage records stay (default: keep every job, since tenants lose the job's status and "
+        "`kubectl describe`: choose how long they may need them)",
+    )
+    run.add_argument(
         "--tenant-data-sync-interval",
         type=float,
         default=defaults.tenant_data_sync_seconds,
@@ -146,6 +155,16 @@ def register(subparsers: Any) -> None:
     run.set_defaults(handler=_run)
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return seconds
+
+
 def _run(args: argparse.Namespace) -> int:
     # Imported here: loading the handlers registers them with Kopf, which only `run` wants.
     from suanli.handlers import operator  # noqa: PLC0415
@@ -173,6 +192,7 @@ def _run(args: argparse.Namespace) -> int:
         pod_namespace=os.environ.get("POD_NAMESPACE") or None,
         remote_job_ttl_seconds=args.remote_job_ttl,
         tenant_data_sync_seconds=args.tenant_data_sync_interval,
+        job_retention_seconds=args.job_retention,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
     )

@@ -21,6 +21,7 @@ from typing import Any, Final
 import kopf
 
 from suanli.handlers import pending_holds
+from suanli.handlers.retention import retire_forever
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.voucherquota import recount_all, recount_forever
 from suanli.leadership import admit_after
@@ -74,6 +75,8 @@ async def take_over(memo: kopf.Memo, **_: Any) -> None:
     runtime.spawn(_admit_when_settled(runtime))
     runtime.spawn(pending_holds.expire_forever(runtime))
     runtime.spawn(recount_forever(runtime))
+    if runtime.options.job_retention_seconds is not None:
+        runtime.spawn(retire_forever(runtime, runtime.options.job_retention_seconds))
 
 
 @kopf.on.cleanup()

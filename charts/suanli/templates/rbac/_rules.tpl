@@ -84,8 +84,11 @@ What the suanli operator needs on the hub.
 
 {{- define "suanli.rbac.operator.rules" -}}
 - apiGroups: ["suanli.io"]
-  resources: ["computejobs", "voucherquotas", "memberclusters"]
+  resources: ["voucherquotas", "memberclusters"]
   verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["suanli.io"]
+  resources: ["computejobs"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
 - apiGroups: ["suanli.io"]
   resources: ["usagerecords"]
   verbs: ["create", "get", "list"]
