@@ -248,6 +248,20 @@ class Hub:
         except ConflictError:
             return await self.get(plural, namespace, metadata["name"])
 
+    async def delete(self, plural: str, namespace: str | None, name: str) -> None:
+        """Delete the object; one that is gone already is not an error."""
+        try:
+            await self._request("DELETE", _custom_path(plural, namespace, name), plural)
+        except NotFoundError:
+            return
+
+    async def merge_patch(
+        self, plural: str, namespace: str | None, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A JSON merge patch of the object (its spec or metadata)."""
+        path = _custom_path(plural, namespace, name)
+        return await self._request("PATCH", path, plural, body=patch, content_type=MERGE_PATCH)
+
     async def replace_status(self, plural: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Write the status subresource; ``body.metadata.resourceVersion`` is a precondition.
 

@@ -9,16 +9,19 @@ from typing import Any
 
 from suanli import metrics
 from suanli.api.common import DEFAULT_CURRENCY
+from suanli.api.voucherprogram import VoucherProgram
 from suanli.api.voucherquota import VoucherQuota
 from suanli.controller.charging import RecordBilling
 from suanli.controller.dispatcher import Dispatcher
 from suanli.handlers.admission_gate import AdmissionGate
 from suanli.handlers.ledger_writer import Committed, LedgerWriter
+from suanli.handlers.program_charges import ProgramCharges
 from suanli.handlers.voucher_cache import VoucherCache
 from suanli.kube import Hub
 from suanli.leadership import LeaseElector, Takeover
 from suanli.options import OperatorOptions
 from suanli.vouchers.book import VoucherBook
+from suanli.vouchers.programs import ProgramBook
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,11 @@ class Runtime:
     # Every voucher's ledger as this process keeps it while it leads (admission reads it).
     book: VoucherBook = field(default_factory=VoucherBook)
     writers: dict[tuple[str, str], LedgerWriter] = field(default_factory=dict)
+    # Voucher programmes: their specs, their counters (kept beside the book, by the leader),
+    # and the namespaces as last seen (company labels), to issue vouchers.
+    program_specs: dict[str, VoucherProgram] = field(default_factory=dict)
+    programs: ProgramBook = field(default_factory=ProgramBook)
+    namespaces: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Whether this process admits now; the Lease it leads by, and how it took it.
     gate: AdmissionGate = field(default_factory=AdmissionGate)
     elector: LeaseElector | None = None
@@ -44,10 +52,14 @@ class Runtime:
     dispatcher: Dispatcher = field(init=False)
 
     def __post_init__(self) -> None:
+        # A job's voucher hold closed or dropped: its programme hold goes with it.
+        self.book.on_release = self.programs.release
         self.dispatcher = Dispatcher(
             options=self.options,
             hub=self.hub,
-            billing=RecordBilling(self.hub, self.ledger_writer, self._currency),
+            billing=RecordBilling(
+                self.hub, self.ledger_writer, self._currency, ProgramCharges(self)
+            ),
             vouchers=self._voucher,
             spawn=self.spawn,
         )
