@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "suanli.telemetry.commands",
     "suanli.handlers.commands",
     "suanli.members.commands",
+    "suanli.statements_cli",
 )
 
 
