@@ -275,14 +275,21 @@ def test_a_related_party_job_is_charged_in_full_and_statements_add_up(
             run_for="2s",
             placement={"clusters": [owned]},
         )
+
+        def quoted_unsubsidised() -> dict[str, Any] | None:
+            # A dry run: the hold the operator quotes once it has seen the member's owner.
+            shown = api.custom.create_namespaced_custom_object(
+                GROUP, VERSION, acme, "computejobs", own, dry_run="All"
+            )
+            hold = json.loads(shown["metadata"]["annotations"][HOLD_ANNOTATION])
+            return hold if Decimal(hold["program"]["share"]) == 0 else None
+
+        hold = wait_for(quoted_unsubsidised, timeout=TIMEOUTS.condition_stable, what="the owner")
+        assert Decimal(hold["program"]["own"]) == Decimal(hold["amount"])
         for namespace, body in ((acme, own), (acme, away), (other, guest)):
             api.custom.create_namespaced_custom_object(
                 GROUP, VERSION, namespace, "computejobs", body
             )
-        hold = json.loads(
-            api.get(acme, "computejobs", "own-center")["metadata"]["annotations"][HOLD_ANNOTATION]
-        )
-        assert Decimal(hold["program"]["share"]) == 0
 
         def charged(namespace: str, job: str) -> dict[str, Any] | None:
             records = [
