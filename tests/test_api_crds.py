@@ -153,6 +153,7 @@ def test_short_names_and_scopes() -> None:
         "VoucherQuota": (("vq",), "Namespaced", "voucherquotas"),
         "MemberCluster": (("mc",), "Cluster", "memberclusters"),
         "UsageRecord": (("usage",), "Namespaced", "usagerecords"),
+        "VoucherProgram": (("vp",), "Cluster", "voucherprograms"),
     }
 
 
@@ -189,6 +190,7 @@ def test_default_printer_columns() -> None:
             "Voucher",
             "Age",
         ],
+        "VoucherProgram": ["Pool", "Committed", "Spent", "Left", "Companies", "Active", "Age"],
     }
 
 

@@ -183,6 +183,7 @@ def test_the_default_install_is_the_hub() -> None:
         "CustomResourceDefinition/computejobs.suanli.io",
         "CustomResourceDefinition/memberclusters.suanli.io",
         "CustomResourceDefinition/usagerecords.suanli.io",
+        "CustomResourceDefinition/voucherprograms.suanli.io",
         "CustomResourceDefinition/voucherquotas.suanli.io",
         "Deployment/suanli-operator",
         "MutatingWebhookConfiguration/suanli-admission",

@@ -45,10 +45,13 @@ def test_the_operator_reads_secrets_one_by_one_and_nothing_it_does_not_call() ->
     assert _allowed(role, "secrets", "get")
     for verb in ("list", "watch", "create", "update", "patch", "delete"):
         assert not _allowed(role, "secrets", verb)
-    # Trimmed: Kopf runs cluster-wide (no namespace observation), Events are created once,
+    # Trimmed: namespaces are listed and watched for their company labels (voucher
+    # programmes), never read one by one or written; Events are created once,
     # the admission Lease is read, made and renewed but never listed or deleted, and the
     # leader's pod is labelled, never read, created or deleted.
-    assert not _allowed(role, "namespaces", "list")
+    assert _allowed(role, "namespaces", "watch")
+    for verb in ("get", "create", "update", "patch", "delete"):
+        assert not _allowed(role, "namespaces", verb)
     assert not _allowed(role, "events", "patch")
     assert _allowed(role, "leases", "update")
     assert not _allowed(role, "leases", "list")

@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "suanli.members.commands",
     "suanli.capacity_commands",
     "suanli.status.commands",
+    "suanli.statements_cli",
 )
 
 

@@ -252,18 +252,21 @@ class Hub:
         return items
 
     async def delete(
-        self, plural: str, namespace: str | None, name: str, *, uid: str
-    ) -> dict[str, Any]:
-        """Delete the object if it is still the one with ``uid`` (not one made again under its
-        name since it was read).
+        self, plural: str, namespace: str | None, name: str, *, uid: str | None = None
+    ) -> None:
+        """Delete the object; with ``uid``, only if it is still the one with that uid (not one
+        made again under its name since it was read).
 
         Raises:
             NotFoundError: it is gone already.
             ConflictError: the object of that name is another one (the uid differs).
         """
-        options = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
         path = _custom_path(plural, namespace, name)
-        return await self._request("DELETE", path, plural, body=options)
+        if uid is None:
+            await self._request("DELETE", path, plural)
+            return
+        options = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        await self._request("DELETE", path, plural, body=options)
 
     async def create(self, plural: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Create the object, or return the one of that name that exists (AlreadyExists).
@@ -277,6 +280,13 @@ class Hub:
             return await self._request("POST", _custom_path(plural, namespace), plural, body=body)
         except ConflictError:
             return await self.get(plural, namespace, metadata["name"])
+
+    async def merge_patch(
+        self, plural: str, namespace: str | None, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A JSON merge patch of the object (its spec or metadata)."""
+        path = _custom_path(plural, namespace, name)
+        return await self._request("PATCH", path, plural, body=patch, content_type=MERGE_PATCH)
 
     async def replace_status(self, plural: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Write the status subresource; ``body.metadata.resourceVersion`` is a precondition.

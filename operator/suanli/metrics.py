@@ -155,3 +155,22 @@ ADMISSION_HOLDS_DROPPED: Final = Counter(
     "Admitted holds dropped because their ComputeJob was never stored (a failed create, or a "
     "review posted straight to the webhook).",
 )
+
+PROGRAM_COMMITTED: Final = Gauge(
+    "suanli_program_committed",
+    "A voucher programme's share held for running jobs plus spent.",
+    ["program", "currency"],
+)
+PROGRAM_LEFT: Final = Gauge(
+    "suanli_program_left", "A voucher programme's pool less committed.", ["program", "currency"]
+)
+PROGRAM_SPENT: Final = Counter(
+    "suanli_program_spent",
+    "What a voucher programme paid (its burn rate is the rate of this counter).",
+    ["program", "currency"],
+)
+PROGRAM_OWED: Final = Counter(
+    "suanli_program_company_owed",
+    "Companies' own shares charged on a programme's vouchers (to be invoiced).",
+    ["program", "currency"],
+)

@@ -58,6 +58,8 @@ def tenant_role() -> dict[str, Any]:
             _rule(GROUP, ("computejobs",), (*READ, "create", "delete")),
             _rule(GROUP, ("computejobs/status",), ("get",)),
             _rule(GROUP, ("voucherquotas", "voucherquotas/status"), READ),
+            # The programmes that issue their vouchers: pool, rules and what is left.
+            _rule(GROUP, ("voucherprograms",), READ),
             # What each job used and was charged; written by the operator alone.
             _rule(GROUP, ("usagerecords",), READ),
             _rule("", ("events",), READ),
@@ -71,7 +73,8 @@ def platform_admin_role() -> dict[str, Any]:
     return _cluster_role(
         PLATFORM_ADMIN_ROLE,
         [
-            _rule(GROUP, ("voucherquotas", "memberclusters"), (*READ, *WRITE)),
+            _rule(GROUP, ("voucherquotas", "memberclusters", "voucherprograms"), (*READ, *WRITE)),
+            _rule(GROUP, ("voucherprograms/status",), READ),
             _rule(GROUP, ("computejobs",), (*READ, "delete")),
             _rule(GROUP, ("computejobs/status", "voucherquotas/status"), READ),
             _rule(GROUP, ("memberclusters/status",), READ),
@@ -87,15 +90,25 @@ def operator_role() -> dict[str, Any]:
     return _cluster_role(
         OPERATOR_ROLE,
         [
-            _rule(GROUP, ("voucherquotas", "memberclusters"), (*READ, "patch")),
+            _rule(GROUP, ("voucherquotas", "memberclusters", "voucherprograms"), (*READ, "patch")),
             # Delete: finished, charged jobs leave the hub after --job-retention.
             _rule(GROUP, ("computejobs",), (*READ, "patch", "delete")),
+            # Programme vouchers (issue 17): issued to every company namespace a programme
+            # selects, withdrawn when it stops matching; no other voucher is created or deleted.
+            _rule(GROUP, ("voucherquotas",), ("create", "delete")),
+            # Namespaces carry the company labels programmes select on: watched, never written.
+            _rule("", ("namespaces",), ("list", "watch")),
             # One record per finished attempt: created once (a retry finds it), listed by the
             # recount, never changed (the schema refuses it) nor deleted.
             _rule(GROUP, ("usagerecords",), ("create", "get", "list")),
             _rule(
                 GROUP,
-                ("computejobs/status", "voucherquotas/status", "memberclusters/status"),
+                (
+                    "computejobs/status",
+                    "voucherquotas/status",
+                    "memberclusters/status",
+                    "voucherprograms/status",
+                ),
                 ("get", "patch", "update"),
             ),
             # Member kubeconfigs, read one by one (Hub.secret) when a member connects and every

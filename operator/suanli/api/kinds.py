@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
-from suanli.api import computejob, membercluster, usagerecord, voucherquota
+from suanli.api import computejob, membercluster, usagerecord, voucherprogram, voucherquota
 from suanli.api.common import ApiModel
 from suanli.api.meta import API_VERSION, KindInfo
 from suanli.api.validation import FieldError, parse
@@ -43,6 +43,11 @@ KINDS: Final[tuple[Kind[Any], ...]] = (
         membercluster.validate_membercluster,
     ),
     Kind(usagerecord.KIND_INFO, usagerecord.UsageRecord, usagerecord.validate_usagerecord),
+    Kind(
+        voucherprogram.KIND_INFO,
+        voucherprogram.VoucherProgram,
+        voucherprogram.validate_voucherprogram,
+    ),
 )
 
 

@@ -183,6 +183,13 @@ class MemberClusterSpec(ApiModel):
         "Without one, only the member's API server view of its GPUs is used.",
         MAX_TELEMETRY_ENDPOINTS,
     )
+    owner_company: str | None = Field(
+        None,
+        min_length=1,
+        max_length=63,
+        description="ownerCompany is the company (a suanli.io/company value) that owns the "
+        "center, if any: its own jobs here get no programme subsidy (related party).",
+    )
     cordoned: bool = Field(
         False,
         description="cordoned, when true, stops new jobs from being placed on the member; "

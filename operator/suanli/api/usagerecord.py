@@ -96,6 +96,30 @@ class UsageRecordSpec(ApiModel):
         description="amount is what was charged to the voucher: metered, capped at what was "
         "left of the job's hold (the platform carries any excess, shown by metered)."
     )
+    program: ProgramSplit | None = Field(
+        None,
+        description="program splits amount between a VoucherProgram and the company, on "
+        "vouchers a programme issued.",
+    )
+
+
+class ProgramSplit(ApiModel):
+    """How a charge on a programme's voucher was split between programme and company."""
+
+    name: DNSLabel = Field(description="name is the VoucherProgram.")
+    company: str = Field(min_length=1, max_length=63, description="company is the company charged.")
+    rule: DNSLabel = Field(description="rule is the subsidy rule applied.")
+    program_share: Money = Field(description="programShare is what the programme pays.")
+    company_share: Money = Field(
+        description="companyShare is what the company owes: amount less programShare."
+    )
+    no_subsidy_reason: str | None = Field(
+        None,
+        max_length=64,
+        pattern=r"^[A-Za-z][A-Za-z0-9]*$",
+        description="noSubsidyReason says why the programme paid nothing: RelatedParty (the "
+        "company owns the center), MemberNotQualified or HoldUsed.",
+    )
 
 
 class UsageRecord(ApiModel):
@@ -146,4 +170,9 @@ def validate_usagerecord(record: UsageRecord) -> list[FieldError]:
         errors.append(FieldError("spec.endTime", "must not be before spec.startTime"))
     if spec.amount > spec.metered:
         errors.append(FieldError("spec.amount", "must not exceed spec.metered"))
+    split = spec.program
+    if split is not None and split.program_share + split.company_share != spec.amount:
+        errors.append(
+            FieldError("spec.program", "programShare plus companyShare must equal spec.amount")
+        )
     return errors

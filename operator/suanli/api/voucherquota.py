@@ -82,6 +82,21 @@ class VoucherLimits(ApiModel):
     )
 
 
+class ProgramShare(ApiModel):
+    """On a voucher a VoucherProgram issued: who it was issued to, and the programme's share."""
+
+    name: DNSLabel = Field(description="name is the VoucherProgram that issued the voucher.")
+    company: str = Field(
+        min_length=1,
+        max_length=63,
+        description="company is the company (its suanli.io/company label) the voucher is for.",
+    )
+    rule: DNSLabel = Field(description="rule is the subsidy rule that applies to the company.")
+    share_percent: int = Field(
+        ge=0, le=100, description="sharePercent is the part of each charge the programme pays."
+    )
+
+
 class VoucherQuotaSpec(ApiModel):
     """The voucher as issued."""
 
@@ -123,6 +138,12 @@ class VoucherQuotaSpec(ApiModel):
         ZERO,
         description="creditLine is how far spending may go beyond amount, to be paid later, in "
         f"the voucher's currency, {MONEY_HELP}. Defaults to 0.",
+    )
+
+    program: ProgramShare | None = Field(
+        None,
+        description="program is set on vouchers a VoucherProgram issued (never by hand): "
+        "each charge is then split into the programme's share and the company's own.",
     )
 
     @property

@@ -100,6 +100,17 @@ class RecordCreator(Protocol):
     async def create(self, plural: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
 
 
+class ProgramSplitter(Protocol):
+    """Splits charges on programme vouchers
+    (:class:`~suanli.handlers.program_charges.ProgramCharges`)."""
+
+    def split(
+        self, namespace: str, voucher: str, uid: str, cluster: str, amount: Decimal
+    ) -> dict[str, Any] | None: ...
+
+    def booked(self, record: Mapping[str, Any]) -> None: ...
+
+
 class LedgerChanger(Protocol):
     """One voucher's ledger writer (:class:`~suanli.handlers.ledger_writer.LedgerWriter`)."""
 
@@ -141,10 +152,17 @@ def _hold(status: JobStatus) -> Decimal:
 class RecordBilling:
     """:class:`Billing` through usage records and the vouchers' ledgers."""
 
-    def __init__(self, records: RecordCreator, ledgers: Ledgers, currencies: Currencies) -> None:
+    def __init__(
+        self,
+        records: RecordCreator,
+        ledgers: Ledgers,
+        currencies: Currencies,
+        programs: ProgramSplitter | None = None,
+    ) -> None:
         self._records = records
         self._ledgers = ledgers
         self._currencies = currencies
+        self._programs = programs
 
     def attempt_cost(
         self,
@@ -201,8 +219,14 @@ class RecordBilling:
         )
         charged: list[RecordedCharge] = []
         for usage in usages:
+            split = None
+            if self._programs is not None:
+                split = self._programs.split(
+                    job.namespace, voucher, job.uid, usage.facts.cluster, usage.amount
+                )
+            body = usage_record(facts, usage, split)
             try:
-                stored = await self._records.create(RECORDS, usage_record(facts, usage))
+                stored = await self._records.create(RECORDS, body)
             except ApiException as error:
                 if not _namespace_terminating(error):
                     raise
@@ -213,7 +237,9 @@ class RecordBilling:
                     job.job_key,
                     usage.facts.number,
                 )
-                stored = usage_record(facts, usage)
+                stored = body
+            if self._programs is not None:
+                self._programs.booked(stored)
             charge = recorded_charge(stored)
             if charge is None:  # cannot happen for a record we wrote; never charge a guess
                 raise ValueError(f"usage record {stored['metadata']['name']} is malformed")

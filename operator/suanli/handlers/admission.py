@@ -35,12 +35,13 @@ from suanli.api.reasons import VoucherConditionType
 from suanli.api.validation import format_errors, parse
 from suanli.handlers.computejob import FINALIZER
 from suanli.handlers.ledger_writer import VoucherGoneError
+from suanli.handlers.programs import hold_program, judge, program_quote
 from suanli.handlers.references import reference_errors
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.voucher_cache import ParsedVoucher, parse_voucher
 from suanli.kube import NotFoundError
 from suanli.vouchers.estimate import estimate_warning
-from suanli.vouchers.holds import HOLD_ANNOTATION, QuotedHold, read_hold
+from suanli.vouchers.holds import HOLD_ANNOTATION, ProgramQuote, QuotedHold, read_hold
 from suanli.vouchers.limits import Allowed, Refused, evaluate, quote
 
 # The only spec field a tenant may change once the job is admitted: it reorders the queue and
@@ -125,13 +126,18 @@ async def computejob_create(
     ledger = runtime.book.ledger(key)
     if ledger is None or not runtime.gate.is_open:
         raise _deny(runtime.gate.refusal, "NotLeader", code=503)
+    # A programme's voucher (issue 17): the pool, the company's cap and credit line first.
+    program = judge(runtime, job, voucher, runtime.member_models(), now)
+    if isinstance(program, Refused):
+        await _record_denial(runtime, voucher_body, job, program.message)
+        raise _deny(program.message, program.reason)
     decision = evaluate(job, voucher, offers, ledger, now)
     if dryrun:  # the cost before submit (issue 19); warnings go out with a denial too
         warnings.append(estimate_warning(job, voucher, offers, ledger, decision))
     if isinstance(decision, Refused):
         await _record_denial(runtime, voucher_body, job, decision.message)
         raise _deny(decision.message, decision.reason)
-    quoted = _hold_of(key[1], decision)
+    quoted = _hold_of(key[1], decision, program)
     if read_hold(job.metadata.annotations) != quoted:
         raise _deny(
             f"metadata.annotations[{HOLD_ANNOTATION}]: the job does not carry the hold suanli "
@@ -147,12 +153,14 @@ async def computejob_create(
     held = runtime.book.admit(key, decision.request, deadline)
     if not held.admitted:  # the same ledger as evaluate's: only a repeated uid gets here
         raise _deny(held.message, held.reason or "Refused")
+    if program is not None:
+        hold_program(runtime, decision.request.uid, program)
     metrics.ADMISSION_DECISIONS.labels("admitted", "").inc()
     metrics.ADMISSION_SECONDS.observe(time.monotonic() - started)
 
 
-def _hold_of(voucher: str, decision: Allowed) -> QuotedHold:
-    return QuotedHold(voucher, decision.request.amount, decision.request.gpus)
+def _hold_of(voucher: str, decision: Allowed, program: ProgramQuote | None) -> QuotedHold:
+    return QuotedHold(voucher, decision.request.amount, decision.request.gpus, program)
 
 
 @kopf.on.mutate(
@@ -202,7 +210,8 @@ async def _quote(runtime: Runtime, data: dict[str, Any]) -> QuotedHold | None:
     quoted = quote(job, found.voucher, runtime.price_offers(), datetime.now(UTC))
     if not isinstance(quoted, Allowed):
         return None
-    return _hold_of(found.voucher.metadata.name or "", quoted)
+    program = program_quote(runtime, found.voucher, quoted.worst_case, runtime.member_models())
+    return _hold_of(found.voucher.metadata.name or "", quoted, program)
 
 
 async def _find_voucher(runtime: Runtime, job: ComputeJob) -> ParsedVoucher | str:

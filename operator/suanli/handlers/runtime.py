@@ -10,17 +10,20 @@ from typing import Any
 from suanli import metrics
 from suanli.api.common import DEFAULT_CURRENCY
 from suanli.api.membercluster import MemberCluster
+from suanli.api.voucherprogram import VoucherProgram
 from suanli.api.voucherquota import VoucherQuota
 from suanli.controller.charging import RecordBilling
 from suanli.controller.dispatcher import Dispatcher
 from suanli.handlers.admission_gate import AdmissionGate
 from suanli.handlers.ledger_writer import Committed, LedgerWriter
+from suanli.handlers.program_charges import ProgramCharges
 from suanli.handlers.voucher_cache import VoucherCache
 from suanli.kube import Hub
 from suanli.leadership import LeaseElector, Takeover
 from suanli.options import OperatorOptions
 from suanli.vouchers.book import VoucherBook
 from suanli.vouchers.pricing import PriceOffer, offers_from_members
+from suanli.vouchers.programs import ProgramBook
 
 logger = logging.getLogger(__name__)
 
@@ -38,20 +41,33 @@ class Runtime:
     # Every voucher's ledger as this process keeps it while it leads (admission reads it).
     book: VoucherBook = field(default_factory=VoucherBook)
     writers: dict[tuple[str, str], LedgerWriter] = field(default_factory=dict)
+    # Voucher programmes: their specs, their counters (kept beside the book, by the leader),
+    # and the namespaces as last seen (company labels), to issue vouchers.
+    program_specs: dict[str, VoucherProgram] = field(default_factory=dict)
+    programs: ProgramBook = field(default_factory=ProgramBook)
+    namespaces: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Whether this process admits now; the Lease it leads by, and how it took it.
     gate: AdmissionGate = field(default_factory=AdmissionGate)
     elector: LeaseElector | None = None
     takeover: Takeover | None = None
-    # The members' price offers, parsed once per change of any member's spec.
-    _offers: tuple[tuple[tuple[str, Any], ...], list[PriceOffer]] = ((), [])
+    # The members and their price offers, parsed once per change of any member's spec.
+    _offers: tuple[tuple[tuple[str, Any], ...], list[MemberCluster], list[PriceOffer]] = (
+        (),
+        [],
+        [],
+    )
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     dispatcher: Dispatcher = field(init=False)
 
     def __post_init__(self) -> None:
+        # A job's voucher hold closed or dropped: its programme hold goes with it.
+        self.book.on_release = self.programs.release
         self.dispatcher = Dispatcher(
             options=self.options,
             hub=self.hub,
-            billing=RecordBilling(self.hub, self.ledger_writer, self._currency),
+            billing=RecordBilling(
+                self.hub, self.ledger_writer, self._currency, ProgramCharges(self)
+            ),
             vouchers=self._voucher,
             spawn=self.spawn,
         )
@@ -64,8 +80,15 @@ class Runtime:
         parsed = self.vouchers.get(namespace, name)
         return parsed.voucher if parsed is not None else None
 
+    def member_models(self) -> list[MemberCluster]:
+        """Every MemberCluster as a model, parsed once per change of any member's spec."""
+        return self._parsed_members()[0]
+
     def price_offers(self) -> list[PriceOffer]:
         """Every member's price offers (admission prices each job's worst case with them)."""
+        return self._parsed_members()[1]
+
+    def _parsed_members(self) -> tuple[list[MemberCluster], list[PriceOffer]]:
         versions = tuple(
             sorted(
                 (name, (body.get("metadata") or {}).get("generation"))
@@ -74,8 +97,8 @@ class Runtime:
         )
         if versions != self._offers[0] or not versions:
             members = [MemberCluster.model_validate(m) for m in self.members.values()]
-            self._offers = (versions, offers_from_members(members))
-        return self._offers[1]
+            self._offers = (versions, members, offers_from_members(members))
+        return self._offers[1], self._offers[2]
 
     def ledger_writer(self, namespace: str, name: str) -> LedgerWriter:
         key = (namespace, name)

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import kopf
 
-from suanli.handlers import pending_holds
+from suanli.handlers import pending_holds, programs
 from suanli.handlers.retention import retire_forever
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.voucherquota import recount_all, recount_forever
@@ -41,6 +41,8 @@ async def _rebuild(runtime: Runtime) -> None:
             for body in await runtime.hub.list("voucherquotas"):
                 runtime.vouchers.put(body)
             await recount_all(runtime)
+            # Voucher programmes (issue 17): their counters from the holds just recounted.
+            await programs.rebuild_all(runtime)
             return
         except Exception as error:
             logger.warning("rebuilding the voucher ledgers failed (%s); again shortly", error)
@@ -75,6 +77,7 @@ async def take_over(memo: kopf.Memo, **_: Any) -> None:
     runtime.spawn(_admit_when_settled(runtime))
     runtime.spawn(pending_holds.expire_forever(runtime))
     runtime.spawn(recount_forever(runtime))
+    runtime.spawn(programs.write_status_forever(runtime))
     if runtime.options.job_retention_seconds is not None:
         runtime.spawn(retire_forever(runtime, runtime.options.job_retention_seconds))
 

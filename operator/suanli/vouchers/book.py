@@ -58,6 +58,9 @@ class VoucherBook:
     _ledgers: dict[VoucherKey, Ledger] = field(default_factory=dict)
     _pending: dict[str, PendingHold] = field(default_factory=dict)
     _pending_by_voucher: dict[VoucherKey, set[str]] = field(default_factory=dict)
+    on_release: Callable[[str], object] = lambda uid: None
+    """Told the uid of every hold that stops holding (closed, dropped, its voucher forgotten):
+    a voucher programme releases its share of the hold (:mod:`suanli.vouchers.programs`)."""
 
     # --- vouchers -------------------------------------------------------------------------
 
@@ -82,7 +85,10 @@ class VoucherBook:
 
     def forget(self, key: VoucherKey) -> None:
         """The voucher is gone: its ledger and pending holds go with it."""
-        self._ledgers.pop(key, None)
+        ledger = self._ledgers.pop(key, None)
+        for uid, entry in ledger.entries.items() if ledger is not None else ():
+            if entry.is_active:
+                self.on_release(uid)
         for uid in self._pending_by_voucher.pop(key, set()):
             self._pending.pop(uid, None)
 
@@ -144,6 +150,7 @@ class VoucherBook:
         if ledger is not None:
             # Close then fold: a hold with nothing charged leaves no trace in `spent`.
             self._ledgers[pending.voucher] = ledger.close(uid).fold(uid)
+        self.on_release(uid)
         return pending.voucher
 
     def _pop_pending(self, uid: str) -> PendingHold | None:
@@ -164,8 +171,14 @@ class VoucherBook:
         Raises:
             KeyError: the voucher's ledger is not loaded.
         """
-        ledger = change(self._ledgers[key])
+        before = self._ledgers[key]
+        ledger = change(before)
         self._ledgers[key] = ledger
+        if ledger is not before:
+            for uid, entry in before.entries.items():
+                after = ledger.entries.get(uid)
+                if entry.is_active and (after is None or not after.is_active):
+                    self.on_release(uid)
         return ledger
 
     def durable(self, key: VoucherKey) -> Ledger | None:

@@ -53,6 +53,12 @@ class RefusalReason(StrEnum):
     """The job was already charged or released on this voucher; it cannot reserve again."""
     LEDGER_FULL = "LedgerFull"
     """The voucher's ledger holds as many entries as its status can store."""
+    PROGRAM_POOL_EXHAUSTED = "ProgramPoolExhausted"
+    """The programme's share of the job would take its committed past ``spec.pool``."""
+    COMPANY_CAP_EXCEEDED = "CompanyCapExceeded"
+    """The programme's share would take the company past its rule's ``companyCap``."""
+    CREDIT_LINE_EXCEEDED = "CreditLineExceeded"
+    """The company's own share would take what it owes past the programme's ``creditLine``."""
 
 
 _JOB_REASONS: Final[dict[RefusalReason, JobReason]] = {
@@ -70,6 +76,9 @@ _JOB_REASONS: Final[dict[RefusalReason, JobReason]] = {
     RefusalReason.RESERVATION_CONFLICT: JobReason.LIMIT_EXCEEDED,
     RefusalReason.JOB_CLOSED: JobReason.LIMIT_EXCEEDED,
     RefusalReason.LEDGER_FULL: JobReason.LIMIT_EXCEEDED,
+    RefusalReason.PROGRAM_POOL_EXHAUSTED: JobReason.INSUFFICIENT_BALANCE,
+    RefusalReason.COMPANY_CAP_EXCEEDED: JobReason.INSUFFICIENT_BALANCE,
+    RefusalReason.CREDIT_LINE_EXCEEDED: JobReason.INSUFFICIENT_BALANCE,
 }
 
 

@@ -138,8 +138,11 @@ JOB_UID_LABEL: Final = "suanli.io/job-uid"
 VOUCHER_LABEL: Final = "suanli.io/voucher"
 
 
-def usage_record(job: JobFacts, usage: AttemptUsage) -> dict[str, Any]:
-    """The UsageRecord of one attempt, in the job's namespace, as the API server stores it.
+def usage_record(
+    job: JobFacts, usage: AttemptUsage, program: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The UsageRecord of one attempt, in the job's namespace, as the API server stores it;
+    ``program`` is its split on a voucher programme (``spec.program``), if any.
 
     Labels let the recount and statements find a voucher's or a job's records with a label
     selector; the spec holds every fact an auditor needs without the job, which may be gone.
@@ -165,6 +168,8 @@ def usage_record(job: JobFacts, usage: AttemptUsage) -> dict[str, Any]:
         spec["provider"] = facts.provider
     if facts.region:
         spec["region"] = facts.region
+    if program is not None:
+        spec["program"] = program
     return {
         "apiVersion": USAGE_RECORD_API_VERSION,
         "kind": USAGE_RECORD_KIND,

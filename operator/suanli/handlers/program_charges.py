@@ -1,0 +1,122 @@
+"""Charges on a programme's vouchers: each attempt's split, and booking it on the programme.
+
+Called by :class:`~suanli.controller.charging.RecordBilling` for every usage record it writes:
+:meth:`ProgramCharges.split` decides the record's ``spec.program`` (the programme's share of
+the attempt, capped at what is left of the job's programme hold, or nothing on a center the
+company owns or the programme does not select) before the record is created, and
+:meth:`ProgramCharges.booked` books the stored record's split on the programme's counters. A
+record is created once (its name is derived from the job and attempt), so its split is decided
+once, and the counters can be rebuilt from the records to the cent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from suanli import metrics
+from suanli.api.common import format_money, parse_money
+from suanli.api.membercluster import MemberCluster
+from suanli.api.voucherprogram import VoucherProgram
+from suanli.vouchers.programs import (
+    NOT_QUALIFIED,
+    RELATED_PARTY,
+    ChargeSplit,
+    RestoredCharge,
+    split_charge,
+)
+
+if TYPE_CHECKING:
+    from suanli.handlers.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+def no_subsidy_reason(
+    program: VoucherProgram, member: MemberCluster | None, company: str
+) -> str | None:
+    """Why ``program`` pays nothing for ``company``'s job on ``member``; None when it pays."""
+    if member is None or not program.spec.member_selector.matches(member.metadata.labels):
+        return NOT_QUALIFIED
+    if member.spec.owner_company == company:
+        return RELATED_PARTY
+    return None
+
+
+class ProgramCharges:
+    """Splits each attempt's charge on a programme voucher, and books the record's split."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def split(
+        self, namespace: str, voucher: str, uid: str, cluster: str, amount: Decimal
+    ) -> dict[str, Any] | None:
+        """The ``spec.program`` of the attempt's usage record; None off programmes."""
+        runtime = self._runtime
+        parsed = runtime.vouchers.get(namespace, voucher)
+        share = parsed.voucher.spec.program if parsed is not None else None
+        program = runtime.program_specs.get(share.name) if share is not None else None
+        if share is None or program is None:
+            return None
+        body = runtime.members.get(cluster)
+        member = MemberCluster.model_validate(body) if body is not None else None
+        reason = no_subsidy_reason(program, member, share.company)
+        left = runtime.programs.hold_left(share.name, uid)
+        split = split_charge(amount, share.share_percent, left, reason)
+        result: dict[str, Any] = {
+            "name": share.name,
+            "company": share.company,
+            "rule": share.rule,
+            "programShare": format_money(split.program),
+            "companyShare": format_money(split.company),
+        }
+        if split.reason is not None:
+            result["noSubsidyReason"] = split.reason
+        return result
+
+    def booked(self, record: Mapping[str, Any]) -> None:
+        """Book a stored usage record's split on its programme (once per record)."""
+        charge = restored_charge(record)
+        if charge is None:
+            return
+        ledger = self._runtime.programs.ledger(program_of(record))
+        if ledger is not None and ledger.charge(
+            charge.record, charge.uid, charge.company, charge.rule, charge.split
+        ):
+            currency = ledger.terms.currency
+            metrics.PROGRAM_SPENT.labels(ledger.terms.name, currency).inc(
+                float(charge.split.program)
+            )
+            metrics.PROGRAM_OWED.labels(ledger.terms.name, currency).inc(
+                float(charge.split.company)
+            )
+
+
+def program_of(record: Mapping[str, Any]) -> str:
+    return str(((record.get("spec") or {}).get("program") or {}).get("name", ""))
+
+
+def restored_charge(record: Mapping[str, Any]) -> RestoredCharge | None:
+    """A usage record's programme split, or None when it has none (or is malformed)."""
+    spec = record.get("spec") or {}
+    split = spec.get("program")
+    if not isinstance(split, dict):
+        return None
+    try:
+        return RestoredCharge(
+            record=str(record["metadata"]["name"]),
+            uid=str(spec["job"]["uid"]),
+            company=str(split["company"]),
+            rule=str(split["rule"]),
+            split=ChargeSplit(
+                parse_money(split["programShare"]),
+                parse_money(split["companyShare"]),
+                split.get("noSubsidyReason"),
+            ),
+        )
+    except (KeyError, TypeError, ValueError):
+        logger.warning("usage record %s has a malformed programme split", record.get("metadata"))
+        return None
