@@ -34,6 +34,7 @@ from kubernetes.client.exceptions import ApiException
 from e2e.conftest import LEASE_ARGS
 from e2e.kube import Cluster, kubectl
 from e2e.tenant import compute_job, voucher
+from suanli.api.kinds import KINDS
 from suanli.devenv import install
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.toolchain import Toolchain
@@ -46,12 +47,7 @@ RELEASE = "suanli-e2e"
 CHART_NAMESPACE = "suanli-chart-e2e"
 GROUP, VERSION = "suanli.io", "v1alpha1"
 SESSION_WEBHOOK = "suanli.io"  # the configuration the session's operator fixture manages
-CRD_NAMES = (
-    "computejobs.suanli.io",
-    "voucherquotas.suanli.io",
-    "memberclusters.suanli.io",
-    "usagerecords.suanli.io",
-)
+CRD_NAMES = tuple(kind.info.crd_name for kind in KINDS)  # every CRD the chart installs
 ROLE_NAMES = tuple(role["metadata"]["name"] for role in chart_roles())
 INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
 TENANT = "tenant-alice"

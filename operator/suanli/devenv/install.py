@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from suanli import member_access
 from suanli.api.crdgen import generate
+from suanli.api.kinds import KINDS
 from suanli.api.meta import GROUP, VERSION
 from suanli.devenv.federation import ClusterInfo, api_client
 from suanli.devenv.waiting import TIMEOUTS, wait_for
@@ -185,6 +186,9 @@ def examples_dir() -> Path | None:
     return candidate if candidate.is_dir() else None
 
 
+KINDS_BY_NAME: Final = {kind.info.kind: kind for kind in KINDS}
+
+
 def apply_examples(api: client.ApiClient, directory: Path) -> list[str]:
     """Apply the examples a tenant and an admin would, except the MemberClusters.
 
@@ -201,13 +205,17 @@ def apply_examples(api: client.ApiClient, directory: Path) -> list[str]:
                 continue
             metadata = document["metadata"]
             try:
+                kind = KINDS_BY_NAME.get(document["kind"])
                 if document["kind"] == "Namespace":
                     core.create_namespace(document)
-                else:
-                    plural = {"VoucherQuota": "voucherquotas", "ComputeJob": "computejobs"}
+                elif kind is not None and not kind.info.namespaced:
+                    custom.create_cluster_custom_object(GROUP, VERSION, kind.info.plural, document)
+                elif kind is not None:
                     custom.create_namespaced_custom_object(
-                        GROUP, VERSION, metadata["namespace"], plural[document["kind"]], document
+                        GROUP, VERSION, metadata["namespace"], kind.info.plural, document
                     )
+                else:
+                    raise ValueError(f"{path.name}: examples hold no {document['kind']}")
             except ApiException as error:
                 if error.status == 403 and document["kind"] == "ComputeJob":
                     # A job this federation cannot run (e.g. a GPU model no member has, with
