@@ -146,8 +146,20 @@ ALERTS: Final = (
             "that cost more are refused."
         ),
     ),
-    # Programmes (a city's pools that pay a share of each charge) get their own alert once
-    # the operator exports programme metrics: suanli_programme_remaining / _amount < 0.1.
+    Alert(
+        name="SuanliProgramNearExhaustion",
+        expr=(
+            "suanli_program_left / (suanli_program_left + suanli_program_committed) "
+            f"< {VOUCHER_LOW_FRACTION}"
+        ),
+        duration="15m",
+        severity="warning",
+        summary="Voucher programme {{ $labels.program }} has little of its pool left",
+        description=(
+            "Only {{ $value | humanizePercentage }} of the programme's pool is left: jobs "
+            "whose subsidised share costs more are refused, in every company it serves."
+        ),
+    ),
     Alert(
         name="SuanliLedgerWriteFailures",
         expr=(

@@ -185,8 +185,18 @@ MONEY: Final = Row(
             (("sum by (currency) (rate(suanli_charged_amount_total[1h])) * 3600", "{{currency}}"),),
             width=8,
         ),
-        # Programmes: a pool's burn and what is left, once the operator exports programme
-        # metrics, goes here.
+        Panel(
+            "Programme burn and pools",
+            "What each voucher programme pays per hour, and what is left of its pool.",
+            (
+                (
+                    "sum by (program, currency) (rate(suanli_program_spent_total[1h])) * 3600",
+                    "{{program}} paid per hour",
+                ),
+                ("suanli_program_left", "{{program}} left"),
+            ),
+            width=8,
+        ),
         Panel(
             "Voucher remaining",
             "Amount left on each voucher (credit line excluded).",
