@@ -65,14 +65,14 @@ def _webhook_answers(hub: Cluster, namespace: str) -> None:
     assert "small" in message and "short by 18.00 CNY" in message, message
 
 
-def test_the_operator_pod_is_ready_and_its_webhook_answers_through_the_service(
+def test_the_leader_s_pod_is_ready_and_its_webhook_answers_through_the_service(
     kind_clusters: dict[str, Cluster],
     kind_fed: federation.FederationState,
     suanli_installed: kind_install.Images,
     kind_namespace: str,
 ) -> None:
     hub = kind_clusters["hub"]
-    pod = kind_install.wait_operator_ready(kind_fed.hub)
+    pod = kind_install.wait_admission_leader(kind_fed.hub)
     container = pod.spec.containers[0]
     assert container.image == suanli_installed.operator
     assert container.liveness_probe.http_get.path == "/healthz"
@@ -90,15 +90,20 @@ def test_the_operator_pod_is_ready_and_its_webhook_answers_through_the_service(
         assert webhook.client_config.service.name == f"{RELEASE}-webhook"
         assert webhook.client_config.service.namespace == NAMESPACE
         assert base64.b64decode(webhook.client_config.ca_bundle) == tls["ca.crt"]
-    slices = client.DiscoveryV1Api(hub.api).list_namespaced_endpoint_slice(
-        NAMESPACE, label_selector=f"kubernetes.io/service-name={RELEASE}-webhook"
-    )
-    addresses = [a for s in slices.items for e in s.endpoints or [] for a in e.addresses]
-    assert addresses == [pod.status.pod_ip]
+
+    # The Service's one endpoint is the leader (a standby would only answer "retry").
+    def addresses() -> list[str] | None:
+        slices = client.DiscoveryV1Api(hub.api).list_namespaced_endpoint_slice(
+            NAMESPACE, label_selector=f"kubernetes.io/service-name={RELEASE}-webhook"
+        )
+        found = [a for s in slices.items for e in s.endpoints or [] for a in e.addresses]
+        return found if found == [pod.status.pod_ip] else None
+
+    wait_for(addresses, timeout=TIMEOUTS.api_ready, what="the webhook Service to name the leader")
     _webhook_answers(hub, kind_namespace)
 
 
-def test_an_upgrade_restarts_the_operator_and_keeps_the_certificate(
+def test_an_upgrade_hands_admission_to_a_new_replica_and_keeps_the_certificate(
     kind_clusters: dict[str, Cluster],
     kind_fed: federation.FederationState,
     kind_toolchain: Toolchain,
@@ -107,7 +112,7 @@ def test_an_upgrade_restarts_the_operator_and_keeps_the_certificate(
 ) -> None:
     hub = kind_clusters["hub"]
     before = _tls(hub)
-    old_pod = kind_install.wait_operator_ready(kind_fed.hub)
+    old_pod = kind_install.wait_admission_leader(kind_fed.hub)
     workdir = Path(kind_fed.directory) / "helm"
     helm = kind_install.Helm(kind_toolchain.helm, kind_fed.hub.kubeconfig, workdir)
     values = kind_install.hub_values(
@@ -119,16 +124,17 @@ def test_an_upgrade_restarts_the_operator_and_keeps_the_certificate(
         f"{RELEASE}-operator", NAMESPACE
     )
     assert "--recount-interval=7" in deployment.spec.template.spec.containers[0].args
-    # Recreate: a new pod, Ready again; the certificate the API server trusts is kept.
+    # A rolling update: new replicas, one of them leading; the certificate is kept.
     new_pod = wait_for(
         lambda: (
             pod
-            if (pod := kind_install.wait_operator_ready(kind_fed.hub)).metadata.uid
+            if (pod := kind_install.wait_admission_leader(kind_fed.hub)).metadata.uid
             != old_pod.metadata.uid
+            and (pod.metadata.labels or {}).get("suanli.io/rev") == "2"
             else None
         ),
         timeout=TIMEOUTS.job_complete,
-        what="the upgraded operator's pod",
+        what="an upgraded replica to lead",
     )
     assert new_pod.metadata.labels["suanli.io/rev"] == "2"
     assert _tls(hub) == before

@@ -343,10 +343,16 @@ class Hub:
         path = _lease_path(metadata["namespace"], metadata["name"])
         return await self._request("PUT", path, "leases", body=body)
 
-    async def label_pod(self, namespace: str, name: str, labels: Mapping[str, str | None]) -> None:
-        """Set (or, with None, remove) labels of a pod: a JSON merge patch."""
+    async def mark_pod(
+        self,
+        namespace: str,
+        name: str,
+        labels: Mapping[str, str | None],
+        annotations: Mapping[str, str | None],
+    ) -> None:
+        """Set (or, with None, remove) labels and annotations of a pod: a JSON merge patch."""
         path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}"
-        patch = {"metadata": {"labels": dict(labels)}}
+        patch = {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}}
         await self._request("PATCH", path, "pods", body=patch, content_type=MERGE_PATCH)
 
     # --- events -------------------------------------------------------------------------------

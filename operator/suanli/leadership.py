@@ -41,6 +41,9 @@ SETTLED_ANNOTATION: Final = "suanli.io/holds-settled"
 """On a released Lease: "true" when its last holder left no admitted hold in flight."""
 LEADER_LABEL: Final = "suanli.io/admission-leader"
 """On the leader's pod, so that the chart's webhook Service selects it alone."""
+DELETION_COST: Final = "controller.kubernetes.io/pod-deletion-cost"
+LEADER_DELETION_COST: Final = "1000"
+"""The leader's pod's deletion cost: a ReplicaSet scaling down removes the standbys first."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from suanli.devenv.providers import NODE_LABEL
 from suanli.devenv.toolchain import KIND, Toolchain
 from suanli.devenv.waiting import wait_for
 from suanli.errors import UserFacingError
+from suanli.leadership import LEADER_LABEL
 
 Log = Callable[[str], None]
 
@@ -175,8 +176,8 @@ def install_suanli(
     charts = charts_dir()
     hub_helm = Helm(toolchain.helm, state.hub.kubeconfig, workdir)
     hub_helm.install(RELEASE, charts / "suanli", hub_values(images, **(hub_changes or {})), workdir)
-    wait_operator_ready(state.hub)
-    log(f"hub: chart {RELEASE} installed; the operator's pod is Ready")
+    wait_admission_leader(state.hub)
+    log(f"hub: chart {RELEASE} installed; the operator's replicas are Ready, one leads")
     with api_client(state.hub.kubeconfig) as hub:
         join_members_internally(hub, state.members)
     for member in state.members:
@@ -219,15 +220,25 @@ def _ready(pod: Any) -> bool:
     )
 
 
-def wait_operator_ready(hub: ClusterInfo) -> Any:
-    """The operator's one pod, once Running and Ready (its webhook port answers)."""
+def wait_admission_leader(hub: ClusterInfo) -> Any:
+    """The admission leader's pod, once every replica the Deployment wants is Running and
+    Ready and exactly one of them is marked the leader (the webhook Service's endpoint)."""
+    with api_client(hub.kubeconfig) as api:
+        wanted = (
+            client.AppsV1Api(api)
+            .read_namespaced_deployment(f"{RELEASE}-operator", NAMESPACE)
+            .spec.replicas
+        )
 
     def ready() -> Any:
         pods = [p for p in operator_pods(hub) if p.metadata.deletion_timestamp is None]
-        return pods[0] if len(pods) == 1 and _ready(pods[0]) else None
+        leaders = [p for p in pods if (p.metadata.labels or {}).get(LEADER_LABEL) == "true"]
+        if len(pods) == wanted and all(map(_ready, pods)) and len(leaders) == 1:
+            return leaders[0]
+        return None
 
     return wait_for(
-        ready, timeout=OPERATOR_READY_TIMEOUT_SECONDS, what="the operator's pod to be Ready"
+        ready, timeout=OPERATOR_READY_TIMEOUT_SECONDS, what="the operator's replicas and leader"
     )
 
 
