@@ -92,14 +92,11 @@ def test_the_leader_s_pod_is_ready_and_its_webhook_answers_through_the_service(
         assert base64.b64decode(webhook.client_config.ca_bundle) == tls["ca.crt"]
 
     # The Service's one endpoint is the leader (a standby would only answer "retry").
-    def addresses() -> list[str] | None:
-        slices = client.DiscoveryV1Api(hub.api).list_namespaced_endpoint_slice(
-            NAMESPACE, label_selector=f"kubernetes.io/service-name={RELEASE}-webhook"
-        )
-        found = [a for s in slices.items for e in s.endpoints or [] for a in e.addresses]
-        return found if found == [pod.status.pod_ip] else None
-
-    wait_for(addresses, timeout=TIMEOUTS.api_ready, what="the webhook Service to name the leader")
+    slices = client.DiscoveryV1Api(hub.api).list_namespaced_endpoint_slice(
+        NAMESPACE, label_selector=f"kubernetes.io/service-name={RELEASE}-webhook"
+    )
+    addresses = [a for s in slices.items for e in s.endpoints or [] for a in e.addresses]
+    assert addresses == [pod.status.pod_ip]
     _webhook_answers(hub, kind_namespace)
 
 

@@ -233,13 +233,30 @@ def wait_admission_leader(hub: ClusterInfo) -> Any:
     def ready() -> Any:
         pods = [p for p in operator_pods(hub) if p.metadata.deletion_timestamp is None]
         leaders = [p for p in pods if (p.metadata.labels or {}).get(LEADER_LABEL) == "true"]
-        if len(pods) == wanted and all(map(_ready, pods)) and len(leaders) == 1:
+        settled = len(pods) == wanted and all(map(_ready, pods)) and len(leaders) == 1
+        # ... and the webhook Service routes to it (its endpoints follow the label).
+        if settled and _webhook_endpoints(hub) == [leaders[0].status.pod_ip]:
             return leaders[0]
         return None
 
     return wait_for(
         ready, timeout=OPERATOR_READY_TIMEOUT_SECONDS, what="the operator's replicas and leader"
     )
+
+
+def _webhook_endpoints(hub: ClusterInfo) -> list[str]:
+    """The ready addresses behind the chart's webhook Service."""
+    with api_client(hub.kubeconfig) as api:
+        slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+            NAMESPACE, label_selector=f"kubernetes.io/service-name={RELEASE}-webhook"
+        )
+    return [
+        address
+        for endpoint_slice in slices.items
+        for endpoint in endpoint_slice.endpoints or []
+        if endpoint.conditions is None or endpoint.conditions.ready is not False
+        for address in endpoint.addresses
+    ]
 
 
 def describe_operator(hub: ClusterInfo) -> str:

@@ -31,16 +31,10 @@ from suanli.handlers import (  # noqa: F401
     voucherquota,
 )
 from suanli.handlers.runtime import Runtime
+from suanli.handlers.takeover import mark_pod
 from suanli.handlers.webhook_server import WebhookServer
 from suanli.kube import Hub, load_api_client
-from suanli.leadership import (
-    DELETION_COST,
-    LEADER_DELETION_COST,
-    LEADER_LABEL,
-    LeaseElector,
-    LeaseSettings,
-    default_identity,
-)
+from suanli.leadership import LeaseElector, LeaseSettings, default_identity
 from suanli.options import OperatorOptions
 from suanli.probes import HealthServer, StandbyWebhook
 
@@ -216,25 +210,6 @@ def _health_address(endpoint: str) -> tuple[str, int]:
     return url.hostname or "0.0.0.0", url.port
 
 
-async def _mark_pod(runtime: Runtime, leading: bool) -> None:
-    """Mark (or unmark) this replica's pod as the leader: the label the chart's webhook Service
-    selects, and a high deletion cost, so that a rolling update or a scale-down removes the
-    standbys first and the leader last (one takeover per upgrade, to a new replica)."""
-    options = runtime.options
-    if not (options.pod_name and options.pod_namespace):
-        return
-    try:
-        await runtime.hub.mark_pod(
-            options.pod_namespace,
-            options.pod_name,
-            labels={LEADER_LABEL: "true" if leading else None},
-            annotations={DELETION_COST: LEADER_DELETION_COST if leading else None},
-        )
-    except Exception as error:
-        metrics.BACKGROUND_TASK_ERRORS.labels("leader-label").inc()
-        logger.warning("could not mark pod %s (leader=%s): %s", options.pod_name, leading, error)
-
-
 async def _stand_by_then_lead(
     options: OperatorOptions, runtime: Runtime, liveness_endpoint: str | None
 ) -> int:
@@ -271,7 +246,7 @@ async def _stand_by(
     """Answer reviews with "retry" until this replica holds the Lease (True) or is told to
     stop (False)."""
     runtime.gate.close("this replica stands by; the admission leader answers")
-    await _mark_pod(runtime, leading=False)
+    await mark_pod(runtime, leading=False)
     standby = StandbyWebhook(
         options.webhook_host,
         options.webhook_port,
@@ -306,7 +281,6 @@ async def _lead(
 ) -> int:
     """Run the operator (Kopf) while this replica holds the Lease."""
     runtime.gate.close("this replica is taking over admission")
-    await _mark_pod(runtime, leading=True)
     lost = asyncio.Event()
 
     async def keep() -> None:

@@ -20,11 +20,12 @@ from typing import Any, Final
 
 import kopf
 
+from suanli import metrics
 from suanli.handlers import pending_holds, programs
 from suanli.handlers.retention import retire_forever
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.voucherquota import recount_all, recount_forever
-from suanli.leadership import admit_after
+from suanli.leadership import DELETION_COST, LEADER_DELETION_COST, LEADER_LABEL, admit_after
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,38 @@ async def _rebuild(runtime: Runtime) -> None:
             await asyncio.sleep(REBUILD_RETRY)
 
 
+async def mark_pod(runtime: Runtime, leading: bool) -> None:
+    """Mark (or unmark) this replica's pod as the leader: the label the chart's webhook Service
+    selects, and a high deletion cost, so that a rolling update or a scale-down removes the
+    standbys first and the leader last (one takeover per upgrade, to a new replica)."""
+    options = runtime.options
+    if not (options.pod_name and options.pod_namespace):
+        return
+    try:
+        await runtime.hub.mark_pod(
+            options.pod_namespace,
+            options.pod_name,
+            labels={LEADER_LABEL: "true" if leading else None},
+            annotations={DELETION_COST: LEADER_DELETION_COST if leading else None},
+        )
+    except Exception as error:
+        metrics.BACKGROUND_TASK_ERRORS.labels("leader-label").inc()
+        logger.warning("could not mark pod %s (leader=%s): %s", options.pod_name, leading, error)
+
+
+async def _serving(runtime: Runtime) -> None:
+    """Return once this process's webhook server accepts connections (Kopf starts it after
+    the start-up handlers)."""
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", runtime.options.webhook_port)
+        except OSError:
+            await asyncio.sleep(0.2)
+            continue
+        writer.close()
+        return
+
+
 async def _admit_when_settled(runtime: Runtime) -> None:
     options, takeover = runtime.options, runtime.takeover
     if takeover is not None:
@@ -65,6 +98,9 @@ async def _admit_when_settled(runtime: Runtime) -> None:
             runtime.gate.close(f"this replica took over admission and starts in {wait:.0f}s")
             await asyncio.sleep(wait)
             await _rebuild(runtime)
+    await _serving(runtime)
+    # Only now the webhook Service may route here: the server answers, the ledgers are in.
+    await mark_pod(runtime, leading=True)
     runtime.gate.open()
     logger.info("admitting ComputeJobs")
 
