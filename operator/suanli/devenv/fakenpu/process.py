@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import argparse
 import signal
-import subprocess
 import sys
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from suanli.devenv.fakenpu import FakeNpuState, read_state, render, write_state
-from suanli.devenv.fakenvml.exporter_process import LOOPBACK, free_port
-from suanli.devenv.waiting import wait_for
+from suanli.devenv.served_process import LOOPBACK, ServedProcess
 
 
-class FakeNpuExporter:
+class FakeNpuExporter(ServedProcess):
     """The stand-in npu-exporter for one Ascend node; use as a context manager.
 
     Args:
@@ -35,18 +30,13 @@ class FakeNpuExporter:
             the endpoint URL's ``#node=`` fragment, which :attr:`endpoint` includes).
     """
 
+    what = "stand-in npu-exporter"
+
     def __init__(self, workdir: Path, state: FakeNpuState, *, node: str) -> None:
+        super().__init__(workdir / f"{node}.npu-exporter.log")
         self.node = node
         self.state_path = workdir / f"{node}.npu.json"
-        self.log_path = workdir / f"{node}.npu-exporter.log"
-        self.port = free_port()
         self._state = state
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
 
     @property
     def endpoint(self) -> str:
@@ -54,81 +44,30 @@ class FakeNpuExporter:
         return f"{self.url}/metrics#node={self.node}"
 
     @property
-    def pid(self) -> int:
-        if self._process is None:
-            raise RuntimeError("the stand-in npu-exporter is not running")
-        return self._process.pid
-
-    @property
     def state(self) -> FakeNpuState:
         return self._state
 
-    def start(self, timeout: float = 30.0) -> None:
+    def prepare(self) -> None:
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         write_state(self.state_path, self._state)
-        self._log = self.log_path.open("wb")
-        self._process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "suanli.devenv.fakenpu.process",
-                "--port",
-                str(self.port),
-                "--state",
-                str(self.state_path),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for(self._answers, timeout=timeout, what=f"npu-exporter on port {self.port}")
-        except BaseException:
-            self.stop()
-            raise
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "suanli.devenv.fakenpu.process",
+            "--port",
+            str(self.port),
+            "--state",
+            str(self.state_path),
+        ]
+
+    def answers(self) -> bool:
+        return "npu_chip_info_utilization" in self.scrape(timeout=1.0)
 
     def set_state(self, state: FakeNpuState) -> None:
         self._state = state
         write_state(self.state_path, state)
-
-    def scrape(self, timeout: float = 5.0) -> str:
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=timeout) as response:
-            body: bytes = response.read()
-            return body.decode()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> FakeNpuExporter:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _answers(self) -> bool:
-        if self._process is None or self._process.poll() is not None:
-            log = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-            raise RuntimeError(f"the stand-in npu-exporter exited during start-up:\n{log}")
-        try:
-            return "npu_chip_info_utilization" in self.scrape(timeout=1.0)
-        except OSError:
-            return False
 
 
 class _QuietHandler(WSGIRequestHandler):
