@@ -267,24 +267,9 @@ def _draft_for(
             f" given): {dict(labels)}"
         )
     instance = labels.get(names.LABEL_GPU_INSTANCE) or None
-    key = (node, uuid, instance)
-    draft = drafts.get(key)
-    if draft is None:
-        draft = drafts[key] = _GpuDraft(
-            node=node,
-            index=int(index_text),
-            uuid=uuid,
-            model=labels.get(names.LABEL_MODEL, ""),
-            gpu_instance=instance,
-        )
-    pod = labels.get(names.LABEL_POD)
-    if pod:
-        ref = PodRef(
-            namespace=labels.get(names.LABEL_NAMESPACE, ""),
-            name=pod,
-            container=labels.get(names.LABEL_CONTAINER, ""),
-        )
-        draft.pods[(ref.namespace, ref.name, ref.container)] = ref
+    model = labels.get(names.LABEL_MODEL, "")
+    draft = _device_draft(drafts, node, uuid, index=int(index_text), model=model, instance=instance)
+    _add_pod(draft, labels, names.LABEL_NAMESPACE, names.LABEL_POD, names.LABEL_CONTAINER)
     return draft
 
 
@@ -300,25 +285,43 @@ def _npu_draft_for(
             f"#node=<node name> to its URL): {dict(labels)}"
         )
     uuid = labels.get(names.NPU_LABEL_VDIE) or f"{node}/npu-{index_text}"
-    key = (node, uuid, None)
+    model = labels.get(names.NPU_LABEL_MODEL, "")
+    draft = _device_draft(drafts, node, uuid, index=int(index_text), model=model, instance=None)
+    _add_pod(
+        draft, labels, names.NPU_LABEL_NAMESPACE, names.NPU_LABEL_POD, names.NPU_LABEL_CONTAINER
+    )
+    return draft
+
+
+def _device_draft(
+    drafts: dict[_GpuKey, _GpuDraft],
+    node: str,
+    uuid: str,
+    *,
+    index: int,
+    model: str,
+    instance: str | None,
+) -> _GpuDraft:
+    """The draft of one device (or MIG instance), made on its first series."""
+    key = (node, uuid, instance)
     draft = drafts.get(key)
     if draft is None:
         draft = drafts[key] = _GpuDraft(
-            node=node,
-            index=int(index_text),
-            uuid=uuid,
-            model=labels.get(names.NPU_LABEL_MODEL, ""),
-            gpu_instance=None,
+            node=node, index=index, uuid=uuid, model=model, gpu_instance=instance
         )
-    pod = labels.get(names.NPU_LABEL_POD)
-    if pod:
+    return draft
+
+
+def _add_pod(
+    draft: _GpuDraft, labels: Mapping[str, str], namespace: str, pod: str, container: str
+) -> None:
+    """The pod a series names (under the exporter's own label names), if any, on the device."""
+    name = labels.get(pod)
+    if name:
         ref = PodRef(
-            namespace=labels.get(names.NPU_LABEL_NAMESPACE, ""),
-            name=pod,
-            container=labels.get(names.NPU_LABEL_CONTAINER, ""),
+            namespace=labels.get(namespace, ""), name=name, container=labels.get(container, "")
         )
         draft.pods[(ref.namespace, ref.name, ref.container)] = ref
-    return draft
 
 
 async def fetch_metrics(
