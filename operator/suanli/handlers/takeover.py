@@ -39,9 +39,7 @@ async def _rebuild(runtime: Runtime) -> None:
     listing succeeds (a leader that cannot read vouchers must not admit)."""
     while True:
         try:
-            for body in await runtime.hub.list("voucherquotas"):
-                runtime.vouchers.put(body)
-            await recount_all(runtime)
+            await recount_all(runtime)  # loads and caches every voucher as it recounts
             # Voucher programmes (issue 17): their counters from the holds just recounted.
             await programs.rebuild_all(runtime)
             return

@@ -83,7 +83,9 @@ async def recount_voucher(runtime: Runtime, namespace: str, name: str) -> list[s
 
 
 async def recount_all(runtime: Runtime) -> None:
+    """Recount every voucher; the list also refreshes the voucher cache."""
     for voucher in await runtime.hub.list("voucherquotas"):
+        runtime.vouchers.put(voucher)
         metadata = voucher["metadata"]
         try:
             await recount_voucher(runtime, metadata["namespace"], metadata["name"])

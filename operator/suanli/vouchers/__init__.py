@@ -12,19 +12,22 @@ and write what they return.
   status: the one module that changes money.
 * :mod:`~suanli.vouchers.usage`: what an ended attempt costs, from recorded facts, and its
   UsageRecord.
-* :mod:`~suanli.vouchers.batch`: :func:`commit_batch`, deciding a voucher's queued requests
-  together for one status write.
+* :mod:`~suanli.vouchers.batch`: :func:`commit_batch`, deciding requests in order against a
+  ledger (the book decides each admission with it).
+* :mod:`~suanli.vouchers.book`: :class:`VoucherBook`, every voucher's ledger as the admission
+  leader keeps it in memory, with the holds of jobs not yet seen stored.
+* :mod:`~suanli.vouchers.holds`: the hold a job carries in its annotation from admission.
 * :mod:`~suanli.vouchers.recount`: :func:`recount`, reconciling a ledger with the ComputeJobs
   and usage records that exist; :func:`rebuild`, a ledger from job statuses and records.
 * :mod:`~suanli.vouchers.refusals`: :class:`RefusalReason` and :class:`Refusal`.
 
-The intended admission flow, per voucher::
+The admission flow, per voucher, in the admission leader (no await between the last two)::
 
     offers = offers_from_members(members)
-    decision = evaluate(job, voucher, offers, ledger, now)    # dry-run stops here
-    # queue decision.request with the voucher's other pending requests, then
-    result = commit_batch(ledger, queued_requests)            # on a write conflict: re-read
-    write result.ledger.to_dict() and result.ledger.status_summary() to the voucher status
+    hold = quote(job, voucher, offers, now)                    # the mutating webhook's annotation
+    decision = evaluate(job, voucher, offers, book.ledger(key), now)   # dry-run stops here
+    book.admit(key, decision.request, deadline)                # pending until the job is stored
+    # the voucher's status (book.durable(key)) is written behind, coalesced per voucher
 """
 
 from suanli.vouchers.batch import BatchDecision, BatchResult, commit_batch
