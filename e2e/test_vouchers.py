@@ -311,3 +311,37 @@ def test_a_review_posted_straight_to_the_webhook_costs_nothing_once_its_time_is_
     wait_for(admitted, timeout=WEBHOOK_TIMEOUT + TIMEOUTS.condition_stable, what="the drop")
     status = wait_reserved(api, "forged", TOP_PRICE, "the real job's hold alone")
     assert [entry["job"] for entry in status["ledger"]["entries"]] == [f"{api.namespace}/real"]
+
+
+def test_nobody_chooses_or_changes_the_hold_a_job_is_admitted_for(api: Api, hub: Cluster) -> None:
+    api.create("voucherquotas", voucher("honest", "1000.00"))
+    wait_reserved(api, "honest", Decimal(0), "the voucher's status")
+    # A hold written by the tenant at create is replaced by suanli's own quote.
+    forged = json.dumps({"amount": "0.01", "gpus": 1, "voucher": "honest"})
+    body = job("cheap", "honest")
+    body["metadata"]["annotations"] = {HOLD_ANNOTATION: forged}
+    stored = api.create("computejobs", body)
+    held = json.loads(stored["metadata"]["annotations"][HOLD_ANNOTATION])
+    assert held == {"amount": f"{TOP_PRICE:.2f}", "gpus": 1, "voucher": "honest"}
+    ns = f"--namespace={api.namespace}"
+    changes = (
+        json.dumps({"metadata": {"annotations": {HOLD_ANNOTATION: forged}}}),
+        json.dumps({"metadata": {"annotations": {HOLD_ANNOTATION: None}}}),
+    )
+    # A tenant may not patch a job at all (its role has no patch)...
+    tenant = tenant_identity(hub, api.namespace)
+    for change in changes:
+        result = kubectl(
+            hub, tenant, ns, "patch", "cjob", "cheap", "--type=merge", "-p", change, check=False
+        )
+        assert result.returncode != 0 and "forbidden" in result.stderr.lower(), result.stderr
+    # ...and whoever may (an admin here) is refused by the webhook, which names the field.
+    for change in changes:
+        result = kubectl(
+            hub, ns, "patch", "cjob", "cheap", "--type=merge", "-p", change, check=False
+        )
+        assert result.returncode != 0, result.stdout
+        assert f"metadata.annotations[{HOLD_ANNOTATION}]" in result.stderr, result.stderr
+        assert "cannot change or be removed" in result.stderr, result.stderr
+    kept = api.get("computejobs", "cheap")["metadata"]["annotations"][HOLD_ANNOTATION]
+    assert json.loads(kept) == held
