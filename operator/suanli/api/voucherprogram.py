@@ -42,6 +42,10 @@ COMPANY_LABEL: Final = "suanli.io/company"
 """A namespace's company: its registration number (e.g. a unified social credit code)."""
 COMPANY_CLASS_LABEL: Final = "suanli.io/company-class"
 """A namespace's company class (e.g. ``startup``), which subsidy rules select on."""
+ENROLLED_ANNOTATION: Final = "suanli.io/enrolled-at"
+"""On a company namespace, set by the platform: when the company enrolled in voucher
+programmes (RFC 3339), for one that took part before its namespaces existed here. Without it,
+a namespace counts from its creation; a company from its earliest namespace."""
 PROGRAM_LABEL: Final = "suanli.io/program"
 """On a VoucherQuota the operator issued: the programme that issued it."""
 MAX_RULES: Final = 16
@@ -101,8 +105,9 @@ class SubsidyRule(ApiModel):
         ge=1,
         le=120,
         description="months limits the rule to a company's first months in the programme "
-        "(counted from its first namespace's creation), 1 to 120; unset has no limit. Once "
-        "they pass, the next rule that applies is used.",
+        "(counted from its enrolment, the suanli.io/enrolled-at annotation or its first "
+        "namespace's creation, or from the period's start if later), 1 to 120; unset has no "
+        "limit. Once they pass, the next rule that applies is used.",
     )
 
 

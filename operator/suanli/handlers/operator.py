@@ -26,6 +26,7 @@ from suanli.handlers import (  # noqa: F401
     admission,
     computejob,
     membercluster,
+    program_vouchers,
     programs,
     takeover,
     voucherquota,

@@ -2,11 +2,12 @@
 
 Called by :class:`~suanli.controller.charging.RecordBilling` for every usage record it writes:
 :meth:`ProgramCharges.split` decides the record's ``spec.program`` (the programme's share of
-the attempt, capped at what is left of the job's programme hold, or nothing on a center the
-company owns or the programme does not select) before the record is created, and
-:meth:`ProgramCharges.booked` books the stored record's split on the programme's counters. A
-record is created once (its name is derived from the job and attempt), so its split is decided
-once, and the counters can be rebuilt from the records to the cent.
+the attempt under the rule the job was admitted with, so that the job's attempts together are
+split as one charge; nothing on a center the company owns or the programme does not select)
+before the record is created, and :meth:`ProgramCharges.booked` books the stored record's split
+on the programme's counters. A record is created once (its name is derived from the job and
+attempt), so its split is decided once, and the counters can be rebuilt from the records to
+the cent.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from suanli.vouchers.programs import (
     NOT_QUALIFIED,
     RELATED_PARTY,
     ChargeSplit,
+    JobCharges,
     RestoredCharge,
     split_charge,
 )
@@ -64,12 +66,19 @@ class ProgramCharges:
         body = runtime.members.get(cluster)
         member = MemberCluster.model_validate(body) if body is not None else None
         reason = no_subsidy_reason(program, member, share.company)
-        left = runtime.programs.hold_left(share.name, uid)
-        split = split_charge(amount, share.share_percent, left, reason)
+        ledger = runtime.programs.ledger(share.name)
+        # The job is charged under the rule it was admitted under, even when its company has
+        # moved to another since (a start-up's first months ended while it ran).
+        rule = (ledger.rule_of(uid) if ledger is not None else None) or share.rule
+        percent = next(
+            (r.share_percent for r in program.spec.rules if r.name == rule), share.share_percent
+        )
+        earlier = ledger.earlier_charges(uid) if ledger is not None else JobCharges()
+        split = split_charge(amount, percent, earlier, reason)
         result: dict[str, Any] = {
             "name": share.name,
             "company": share.company,
-            "rule": share.rule,
+            "rule": rule,
             "programShare": format_money(split.program),
             "companyShare": format_money(split.company),
         }

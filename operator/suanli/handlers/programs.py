@@ -1,11 +1,7 @@
-"""Voucher programmes: vouchers issued without an application, and the programme's counters.
+"""Voucher programmes: the programme's counters, from admission to status.
 
-- **Issue.** Every namespace labelled ``suanli.io/company`` that a VoucherProgram's namespace
-  selector matches gets the programme's VoucherQuota
-  (:func:`~suanli.vouchers.programs.issued_voucher`, owned by the programme), within a watch
-  event of the label or the programme changing; a namespace that stops matching loses it.
-  Where several programmes match, the one with the highest ``spec.priority`` (then name)
-  issues: at most one programme subsidises a charge.
+- **Issue.** A programme created or edited re-issues every namespace's voucher
+  (:mod:`suanli.handlers.program_vouchers`).
 - **Admit.** :func:`program_quote` splits a job's hold between programme and company and
   :func:`program_refusals` checks it against the pool, the company's cap and its credit line;
   the validating webhook calls both in its synchronous block (see
@@ -22,7 +18,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -34,14 +29,14 @@ from suanli import metrics
 from suanli.api.common import (
     ConditionStatus,
     format_money,
-    parse_timestamp,
     set_condition,
 )
 from suanli.api.computejob import ComputeJob
 from suanli.api.membercluster import MemberCluster
 from suanli.api.meta import GROUP, VERSION
-from suanli.api.voucherprogram import COMPANY_LABEL, PROGRAM_LABEL, VoucherProgram
+from suanli.api.voucherprogram import VoucherProgram
 from suanli.api.voucherquota import VoucherQuota
+from suanli.handlers import program_vouchers
 from suanli.handlers.program_charges import no_subsidy_reason, program_of, restored_charge
 from suanli.handlers.runtime import Runtime
 from suanli.kube import NotFoundError
@@ -54,8 +49,6 @@ from suanli.vouchers.programs import (
     ProgramTerms,
     RestoredCharge,
     RestoredHold,
-    choose_rule,
-    issued_voucher,
     restore,
     split_hold,
 )
@@ -107,12 +100,13 @@ def judge(
     part = program_quote(runtime, voucher, priced.worst_case, members)
     if part is None:
         return None
-    refusals = program_refusals(runtime, part)
+    refusals = program_refusals(runtime, job.metadata.uid or "", part)
     return Refused(tuple(refusals)) if refusals else part
 
 
-def program_refusals(runtime: Runtime, quote: ProgramQuote) -> list[Refusal]:
-    """Why the programme cannot hold ``quote`` now (pool, company cap, credit line)."""
+def program_refusals(runtime: Runtime, uid: str, quote: ProgramQuote) -> list[Refusal]:
+    """Why the programme cannot hold ``quote`` for the job ``uid`` now (pool, company cap,
+    credit line); none when the job holds already."""
     ledger = runtime.programs.ledger(quote.name)
     if ledger is None:
         return [
@@ -122,7 +116,7 @@ def program_refusals(runtime: Runtime, quote: ProgramQuote) -> list[Refusal]:
                 f"programme {quote.name} is not loaded yet; submit again in a few seconds",
             )
         ]
-    return ledger.check(quote.company, quote.rule, _hold_split(quote))
+    return ledger.check(uid, quote.company, quote.rule, _hold_split(quote))
 
 
 def hold_program(runtime: Runtime, uid: str, quote: ProgramQuote) -> None:
@@ -172,101 +166,7 @@ async def rebuild_all(runtime: Runtime) -> None:
     logger.info("rebuilt %d voucher programmes", len(programs))
 
 
-# --- issuing vouchers ---------------------------------------------------------------------------
-
-
-def _enrolled(runtime: Runtime, company: str) -> datetime:
-    """When the company joined: its first namespace's creation."""
-    times = [
-        parse_timestamp(ns["metadata"]["creationTimestamp"])
-        for ns in runtime.namespaces.values()
-        if (ns["metadata"].get("labels") or {}).get(COMPANY_LABEL) == company
-        and ns["metadata"].get("creationTimestamp")
-    ]
-    return min(times, default=datetime.now(UTC))
-
-
-def desired_voucher(runtime: Runtime, namespace: dict[str, Any]) -> dict[str, Any] | None:
-    """The programme voucher ``namespace`` should hold now, or None."""
-    labels = namespace["metadata"].get("labels") or {}
-    company = labels.get(COMPANY_LABEL)
-    if not company or namespace["metadata"].get("deletionTimestamp"):
-        return None
-    now = datetime.now(UTC)
-    candidates = sorted(
-        (
-            program
-            for program in runtime.program_specs.values()
-            if program.spec.namespace_selector.matches(labels)
-            and program.spec.period.end > now
-            and not program.metadata.deletion_timestamp
-        ),
-        key=lambda p: (-p.spec.priority, p.metadata.name or ""),
-    )
-    enrolled = _enrolled(runtime, company)
-    for program in candidates:
-        rule = choose_rule(program, labels, enrolled, now)
-        if rule is not None:
-            return issued_voucher(program, namespace["metadata"]["name"], company, rule)
-    return None
-
-
-async def reconcile_namespace(runtime: Runtime, name: str) -> None:
-    """Issue, update or withdraw the namespace's programme voucher."""
-    namespace = runtime.namespaces.get(name)
-    desired = desired_voucher(runtime, namespace) if namespace is not None else None
-    issued = [
-        parsed
-        for parsed in runtime.vouchers.in_namespace(name)
-        if (parsed.voucher.metadata.labels or {}).get(PROGRAM_LABEL)
-    ]
-    for parsed in issued:
-        if desired is None or parsed.voucher.metadata.name != desired["metadata"]["name"]:
-            logger.info("withdrawing voucher %s/%s", name, parsed.voucher.metadata.name)
-            with contextlib.suppress(NotFoundError):  # gone already
-                await runtime.hub.delete("voucherquotas", name, parsed.voucher.metadata.name or "")
-    if desired is None:
-        return
-    current = next(
-        (p for p in issued if p.voucher.metadata.name == desired["metadata"]["name"]), None
-    )
-    if current is None:
-        stored = await runtime.hub.create("voucherquotas", desired)
-        runtime.vouchers.put(stored)
-        logger.info("issued voucher %s/%s", name, desired["metadata"]["name"])
-    elif current.body.get("spec") != desired["spec"]:
-        stored = await runtime.hub.merge_patch(
-            "voucherquotas", name, desired["metadata"]["name"], {"spec": desired["spec"]}
-        )
-        runtime.vouchers.put(stored)
-
-
-async def _reconcile_all(runtime: Runtime) -> None:
-    for name in list(runtime.namespaces):
-        await reconcile_namespace(runtime, name)
-
-
-@kopf.on.event("", "v1", "namespaces", id="namespace-vouchers")
-async def namespace_event(
-    type: str | None, event: kopf.RawEvent, memo: kopf.Memo, **_: Any
-) -> None:
-    """A namespace appeared, changed its labels or went: its programme voucher follows."""
-    runtime: Runtime = memo.runtime
-    body = cast(dict[str, Any], event["object"])
-    name = body["metadata"]["name"]
-    if type == "DELETED":
-        runtime.namespaces.pop(name, None)
-        return
-    labels = body["metadata"].get("labels") or {}
-    known = runtime.namespaces.get(name)
-    runtime.namespaces[name] = body
-    if COMPANY_LABEL not in labels and (known is None or _company(known) is None):
-        return  # not a company's, and never was
-    await reconcile_namespace(runtime, name)
-
-
-def _company(namespace: dict[str, Any]) -> str | None:
-    return (namespace["metadata"].get("labels") or {}).get(COMPANY_LABEL)
+# --- programmes ---------------------------------------------------------------------------------
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, id="voucherprogram-events")
@@ -282,12 +182,25 @@ async def voucherprogram_event(
         runtime.programs.forget(name)
     else:
         program = VoucherProgram.model_validate(body)
+        known = runtime.program_specs.get(name)
         runtime.program_specs[name] = program
+        if known is not None and _same_terms(known, program):
+            return  # its status was written (by us): no voucher changes
         terms = ProgramTerms.from_program(program)
         if runtime.programs.ledger(name) is None:
             runtime.programs.install(ProgramLedger(terms, version=1))
         runtime.programs.set_terms(terms)
-    await _reconcile_all(runtime)
+    await program_vouchers.reconcile_all(runtime)
+
+
+def _same_terms(known: VoucherProgram, program: VoucherProgram) -> bool:
+    """Whether nothing the vouchers depend on changed: the spec (its generation) and whether
+    the programme is being deleted."""
+    return (
+        known.metadata.generation == program.metadata.generation
+        and known.metadata.uid == program.metadata.uid
+        and known.metadata.deletion_timestamp == program.metadata.deletion_timestamp
+    )
 
 
 # --- status ---------------------------------------------------------------------------------
@@ -345,23 +258,34 @@ def status_of(program: VoucherProgram, ledger: ProgramLedger, now: datetime) -> 
     }
 
 
+def standing(program: VoucherProgram, now: datetime) -> tuple[bool, bool]:
+    """Whether the programme's period has opened, and whether it is over: what the clock alone
+    changes in its conditions."""
+    period = program.spec.period
+    return now >= period.start, now >= period.end
+
+
 async def write_status_forever(runtime: Runtime) -> None:
-    """Copy each changed programme's counters into its status (written behind admission)."""
-    written: dict[str, int] = {}
+    """Copy each programme's counters into its status when they or its standing in its period
+    changed (written behind admission; Expired turns on within a second of the period's end)."""
+    written: dict[str, tuple[int, tuple[bool, bool]]] = {}
     while True:
         await asyncio.sleep(STATUS_INTERVAL)
+        now = datetime.now(UTC)
         for name in runtime.programs.names():
             ledger = runtime.programs.ledger(name)
             program = runtime.program_specs.get(name)
-            if ledger is None or program is None or written.get(name) == ledger.version:
+            if ledger is None or program is None:
                 continue
-            version = ledger.version
+            version = (ledger.version, standing(program, now))
+            if written.get(name) == version:
+                continue
             currency = ledger.terms.currency
             metrics.PROGRAM_COMMITTED.labels(name, currency).set(float(ledger.committed))
             metrics.PROGRAM_LEFT.labels(name, currency).set(float(ledger.left))
             try:
                 await runtime.hub.patch_status(
-                    PLURAL, None, name, {"status": status_of(program, ledger, datetime.now(UTC))}
+                    PLURAL, None, name, {"status": status_of(program, ledger, now)}
                 )
                 written[name] = version
             except NotFoundError:

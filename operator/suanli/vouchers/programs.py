@@ -16,10 +16,15 @@ The split of a job
     select), the company's part is ``W`` itself: the hold covers either outcome. A job that can
     only run on such centers holds nothing of the programme.
 
-    Each finished attempt is split the same way (:func:`split_charge`): the programme pays its
-    share of the attempt, never more than is left of the job's programme hold, and the company
-    the rest; a related-party attempt is the company's alone. The split is written into the
-    attempt's usage record, which is the truth the counters are rebuilt from.
+    The charges of a job's attempts are split so that, together, they are split as one charge
+    of their sum (:func:`split_charge`): the programme's part of an attempt is its share of
+    everything subsidised so far, rounded down, less what it paid for the earlier attempts.
+    Rounding each attempt down on its own would shift a cent per attempt onto the company, and
+    a job whose attempts together cost its worst case would then owe more than its credit-line
+    hold. Split this way, the programme never pays more than its hold and the company never
+    owes more than its own. A related-party attempt is the company's alone. The split is
+    written into the attempt's usage record, which is the truth the counters are rebuilt
+    from.
 
 Durability
     Nothing here is written on the admission path. A job carries its programme hold in its
@@ -34,6 +39,7 @@ suanli: the credit line bounds what a company may owe within the programme's per
 
 from __future__ import annotations
 
+from calendar import monthrange
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -71,10 +77,16 @@ def voucher_name(program: str) -> str:
 
 
 def _add_months(start: datetime, months: int) -> datetime:
+    """The same day ``months`` later, or that month's last day when it is shorter."""
     month = start.month - 1 + months
     year, month = start.year + month // 12, month % 12 + 1
-    day = min(start.day, 28)  # the same day of the month, or the 28th for short months
-    return start.replace(year=year, month=month, day=day)
+    return start.replace(year=year, month=month, day=min(start.day, monthrange(year, month)[1]))
+
+
+def _counted_from(program: VoucherProgram, enrolled: datetime) -> datetime:
+    """Where a company's months in ``program`` start: its enrolment, or the programme's start
+    when it enrolled before the programme opened."""
+    return max(enrolled, program.spec.period.start)
 
 
 def choose_rule(
@@ -83,16 +95,28 @@ def choose_rule(
     enrolled: datetime,
     now: datetime,
 ) -> SubsidyRule | None:
-    """The first rule that applies to a company with ``labels`` that joined at ``enrolled``:
+    """The first rule that applies to a company with ``labels`` that enrolled at ``enrolled``:
     its class matches and, for a time-limited rule, its months have not passed."""
     company_class = (labels or {}).get(COMPANY_CLASS_LABEL)
+    start = _counted_from(program, enrolled)
     for rule in program.spec.rules:
         if rule.company_class is not None and rule.company_class != company_class:
             continue
-        if rule.months is not None and now >= _add_months(enrolled, rule.months):
+        if rule.months is not None and now >= _add_months(start, rule.months):
             continue
         return rule
     return None
+
+
+def next_change(program: VoucherProgram, enrolled: datetime, now: datetime) -> datetime | None:
+    """The first moment after ``now`` when the voucher ``program`` issues to a company enrolled
+    at ``enrolled`` may change by the clock alone: the period opens or ends, or a time-limited
+    rule's months pass. None when nothing is left to change."""
+    spec = program.spec
+    start = _counted_from(program, enrolled)
+    moments = [spec.period.start, spec.period.end]
+    moments += [_add_months(start, rule.months) for rule in spec.rules if rule.months is not None]
+    return min((moment for moment in moments if moment > now), default=None)
 
 
 def issued_voucher(
@@ -170,17 +194,34 @@ class ChargeSplit:
     reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class JobCharges:
+    """What a job's earlier attempts were charged on subsidised centers, what the programme
+    paid of it, and what is left of the job's programme hold."""
+
+    subsidised: Decimal = ZERO
+    paid: Decimal = ZERO
+    left: Decimal = ZERO
+
+
 def split_charge(
-    amount: Decimal, percent: int, hold_left: Decimal, no_subsidy: str | None
+    amount: Decimal, percent: int, earlier: JobCharges, no_subsidy: str | None
 ) -> ChargeSplit:
-    """Split an attempt's charged ``amount``: the programme's share, at most ``hold_left`` (what
-    is left of the job's programme hold), or nothing with ``no_subsidy`` (RelatedParty,
-    MemberNotQualified)."""
+    """Split an attempt's charged ``amount``: the programme's share of the job's subsidised
+    charges so far less what it ``earlier`` paid, at most what is left of its hold (see the
+    module docs); nothing with ``no_subsidy`` (RelatedParty, MemberNotQualified)."""
     if no_subsidy is not None:
         return ChargeSplit(ZERO, amount, no_subsidy)
-    share = min(program_share(amount, percent), max(ZERO, hold_left))
-    reason = HOLD_USED if share == ZERO and amount > ZERO else None
+    due = program_share(earlier.subsidised + amount, percent) - earlier.paid
+    share = max(ZERO, min(due, earlier.left, amount))
+    reason = HOLD_USED if share == ZERO and amount > ZERO and due > ZERO else None
     return ChargeSplit(share, amount - share, reason)
+
+
+def is_subsidised(split: ChargeSplit) -> bool:
+    """Whether the attempt ran where the programme subsidises (it may still have paid nothing,
+    its hold being used up)."""
+    return split.reason not in (RELATED_PARTY, NOT_QUALIFIED)
 
 
 # --- the counters ---------------------------------------------------------------------------
@@ -215,6 +256,10 @@ class _Held:
     rule: str
     program: Decimal
     own: Decimal
+    subsidised: Decimal = ZERO
+    """Charged so far on subsidised centers."""
+    paid: Decimal = ZERO
+    """The programme's part of those charges."""
 
 
 @dataclass(slots=True)
@@ -276,13 +321,24 @@ class ProgramLedger:
         """The jobs that hold a part of the pool."""
         return list(self._holds)
 
-    def hold_left(self, uid: str) -> Decimal:
-        """What is left of the job's programme hold (0 when it holds none)."""
+    def rule_of(self, uid: str) -> str | None:
+        """The rule the job was admitted under, while it holds."""
         held = self._holds.get(uid)
-        return held.program if held is not None else ZERO
+        return held.rule if held is not None else None
 
-    def check(self, company: str, rule: str, split: HoldSplit) -> list[Refusal]:
-        """Why the programme cannot hold ``split`` for ``company`` now; empty when it can."""
+    def earlier_charges(self, uid: str) -> JobCharges:
+        """The job's charges so far, for :func:`split_charge` (nothing left when it holds no
+        programme hold)."""
+        held = self._holds.get(uid)
+        if held is None:
+            return JobCharges()
+        return JobCharges(held.subsidised, held.paid, held.program)
+
+    def check(self, uid: str, company: str, rule: str, split: HoldSplit) -> list[Refusal]:
+        """Why the programme cannot hold ``split`` for ``company`` now; empty when it can, or
+        when the job ``uid`` holds already (a retried admission is judged once)."""
+        if uid in self._holds:
+            return []
         name, currency = self.terms.name, self.terms.currency
         totals = self._companies.get(company) or CompanyTotals(rule)
         refusals: list[Refusal] = []
@@ -360,6 +416,9 @@ class ProgramLedger:
             program, own = min(held.program, split.program), min(held.own, split.company)
             held.program -= program
             held.own -= own
+            if is_subsidised(split):
+                held.subsidised += split.program + split.company
+                held.paid += split.program
             totals.subsidy_held -= program
             totals.own_held -= own
             self.held -= program
@@ -462,10 +521,6 @@ class ProgramBook:
         if ledger is not None:
             ledger.release(uid)
         return name
-
-    def hold_left(self, name: str, uid: str) -> Decimal:
-        ledger = self._ledgers.get(name)
-        return ledger.hold_left(uid) if ledger is not None else ZERO
 
 
 def _signed(value: Decimal) -> str:
