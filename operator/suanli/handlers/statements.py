@@ -25,6 +25,7 @@ from typing import Final
 
 from suanli import metrics
 from suanli.handlers.runtime import Runtime
+from suanli.kube import Hub
 from suanli.vouchers.statements import (
     STATEMENTS_PLURAL,
     closes_at,
@@ -48,14 +49,14 @@ def recent_months(now: datetime) -> tuple[str, str]:
     return month_of(first), month_of(first - timedelta(days=1))
 
 
-async def regenerate(runtime: Runtime, program: str, month: str, now: datetime) -> int:
+async def regenerate(hub: Hub, program: str, month: str, now: datetime) -> int:
     """Bring the statements of ``program``'s ``month`` in line with its records; how many
-    objects were written."""
+    writes it took (none when they were current)."""
     selector = month_selector(program, month)
-    records = await runtime.hub.list(RECORDS, label_selector=selector)
+    records = await hub.list(RECORDS, label_selector=selector)
     stored = {
         body["metadata"]["name"]: body
-        for body in await runtime.hub.list(STATEMENTS_PLURAL, label_selector=selector)
+        for body in await hub.list(STATEMENTS_PLURAL, label_selector=selector)
     }
     writes = 0
     for body in statement_objects(statements(records, program, month)):
@@ -63,44 +64,50 @@ async def regenerate(runtime: Runtime, program: str, month: str, now: datetime) 
         current = stored.get(name)
         if current is None:
             # Finds the stored one if an earlier create landed and its answer was lost.
-            current = await runtime.hub.create(STATEMENTS_PLURAL, body)
+            current = await hub.create(STATEMENTS_PLURAL, body)
             writes += 1
         # No status yet: created just now (or its first status write failed): revision 1.
         status = next_status(current if current.get("status") else None, spec, now)
         if not same_spec(current.get("spec"), spec):
             patch = {"metadata": {"labels": body["metadata"]["labels"]}, "spec": spec}
-            await runtime.hub.merge_patch(STATEMENTS_PLURAL, None, name, patch)
+            await hub.merge_patch(STATEMENTS_PLURAL, None, name, patch)
             writes += 1
         if status != current.get("status"):
-            await runtime.hub.patch_status(STATEMENTS_PLURAL, None, name, {"status": status})
+            await hub.patch_status(STATEMENTS_PLURAL, None, name, {"status": status})
             writes += 1
     return writes
 
 
+async def regenerate_marked(
+    runtime: Runtime, closing: dict[tuple[str, str], datetime], now: datetime
+) -> None:
+    """One pass: regenerate the marked months and the Open ones that closed since; a month
+    that fails is counted, logged and marked again. ``closing`` holds the months written while
+    Open and when they close."""
+    due = {pair for pair, moment in closing.items() if moment <= now}
+    for program, month in sorted(runtime.statements.take() | due):
+        try:
+            writes = await regenerate(runtime.hub, program, month, now)
+        except Exception as error:  # the month is tried again next time
+            metrics.BACKGROUND_TASK_ERRORS.labels(TASK).inc()
+            logger.warning("statements of %s %s not regenerated: %s", program, month, error)
+            runtime.statements.mark(program, month)
+            continue
+        if writes:
+            logger.info("statements of %s %s: %d writes", program, month, writes)
+        moment = closes_at(month)
+        if moment > now:
+            closing[program, month] = moment
+        else:
+            closing.pop((program, month), None)
+
+
 async def regenerate_forever(runtime: Runtime) -> None:
     """Regenerate the marked months every ``--statement-interval`` (started by the takeover)."""
-    now = datetime.now(UTC)
     for program in list(runtime.program_specs):
-        for month in recent_months(now):
+        for month in recent_months(datetime.now(UTC)):
             runtime.statements.mark(program, month)
-    # Months written while Open, and when they close: visited again then, to close them.
     closing: dict[tuple[str, str], datetime] = {}
     while True:
-        now = datetime.now(UTC)
-        due = {pair for pair, moment in closing.items() if moment <= now}
-        for program, month in sorted(runtime.statements.take() | due):
-            try:
-                writes = await regenerate(runtime, program, month, now)
-            except Exception as error:  # the month is tried again next time
-                metrics.BACKGROUND_TASK_ERRORS.labels(TASK).inc()
-                logger.warning("statements of %s %s not regenerated: %s", program, month, error)
-                runtime.statements.mark(program, month)
-                continue
-            if writes:
-                logger.info("statements of %s %s: %d writes", program, month, writes)
-            moment = closes_at(month)
-            if moment > now:
-                closing[program, month] = moment
-            else:
-                closing.pop((program, month), None)
+        await regenerate_marked(runtime, closing, datetime.now(UTC))
         await asyncio.sleep(runtime.options.statement_interval)
