@@ -449,6 +449,7 @@ def check_statement_objects(
         assert spec["records"]["count"] == len(records)
         assert spec["records"]["digest"] == _records_digest(records)
         assert item["status"]["phase"] == "Open"
+        assert not item["metadata"].get("ownerReferences")  # the audit trail outlives programmes
         assert item["status"]["revision"] >= 1
     # Both sides add up to the programme's spent, to the cent.
     statuses = [item["spec"] for item in found.values()]
