@@ -110,6 +110,9 @@ def operator(
         # Short, so a rotated member kubeconfig is picked up within seconds.
         "--kubeconfig-check-interval",
         "2",
+        # Short, so a programme's statements follow its records within a second or two.
+        "--statement-interval",
+        "1",
         *LEASE_ARGS,
     )
     process.start()

@@ -7,6 +7,7 @@ its worst case, which is what admission holds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -22,7 +23,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from e2e.kube import Cluster
+from e2e.kube import Cluster, kubectl
 from e2e.tenant import GROUP, VERSION, compute_job
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.waiting import TIMEOUTS, wait_for
@@ -366,3 +367,100 @@ def test_a_related_party_job_is_charged_in_full_and_statements_add_up(
         return status if Decimal(status.get("spent", "-1")) == subsidy else None
 
     wait_for(spent_matches, timeout=TIMEOUTS.condition_stable, what="the programme's spent")
+    check_statement_objects(api, name, month, statement, subsidy)
+
+
+def _records_digest(records: list[dict[str, Any]]) -> str:
+    """The digest as docs/programmes.md tells an auditor to compute it from kubectl's output."""
+    ordered = sorted(records, key=lambda r: (r["metadata"]["namespace"], r["metadata"]["name"]))
+    text = "".join(
+        f"{r['metadata']['namespace']}/{r['metadata']['name']} {r['spec']['amount']} "
+        f"{r['spec']['program']['programShare']} {r['spec']['program']['companyShare']}\n"
+        for r in ordered
+    )
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_statement_objects(
+    api: Hub, program: str, month: str, printed: dict[str, Any], subsidy: Decimal
+) -> None:
+    """The operator keeps the month's statements as objects `kubectl get vst` lists: one per
+    company and per center, with the CLI's figures, and each center's selector lists exactly
+    the records whose programme shares make its claim."""
+    hub = api.cluster
+    selector = f"suanli.io/program={program},suanli.io/month={month}"
+    companies = {c["company"]: c for c in printed["companies"]}
+    centers = {c["center"]: c for c in printed["centers"]}
+
+    expected = {party: line["amount"] for party, line in (*companies.items(), *centers.items())}
+
+    def listed() -> dict[str, dict[str, Any]] | None:
+        # Current once every party's statement is there, with the records' amount and a status.
+        items = json.loads(kubectl(hub, "get", "vst", "-l", selector, "-o", "json").stdout)
+        by_party = {item["spec"]["party"]: item for item in items["items"]}
+        amounts = {
+            party: item["spec"]["totals"]["amount"]
+            for party, item in by_party.items()
+            if (item.get("status") or {}).get("phase")
+        }
+        return by_party if amounts == expected and len(items["items"]) == len(by_party) else None
+
+    found = wait_for(listed, timeout=TIMEOUTS.condition_stable, what="the statement objects")
+    table = kubectl(hub, "get", "vst", "-l", selector).stdout.splitlines()
+    assert table[0].split() == [
+        "NAME",
+        "PROGRAM",
+        "MONTH",
+        "FOR",
+        "PARTY",
+        "SUBSIDY",
+        "PAYABLE",
+        "RECORDS",
+        "PHASE",
+        "AGE",
+    ]
+    assert len(table) == 1 + len(companies) + len(centers)
+    for party, company in companies.items():
+        spec = found[party]["spec"]
+        assert spec["for"] == "Company"
+        assert spec["usage"] == company["usage"]
+        assert spec["totals"] == {
+            key: company[key] for key in ("gpuSeconds", "amount", "subsidy", "payable")
+        }
+        mine = kubectl(hub, "get", "vst", "-l", f"suanli.io/company={party}", "-o", "name")
+        assert mine.stdout.split() == [
+            f"voucherstatement.suanli.io/{found[party]['metadata']['name']}"
+        ]
+    for party, center in centers.items():
+        item = found[party]
+        spec = item["spec"]
+        assert spec["for"] == "Center"
+        assert spec["totals"]["claim"] == center["claim"]
+        assert spec["totals"]["amount"] == center["amount"]
+        records = json.loads(
+            kubectl(
+                hub, "get", "usagerecords", "-A", "-l", spec["records"]["selector"], "-o", "json"
+            ).stdout
+        )["items"]
+        names = sorted(f"{r['metadata']['namespace']}/{r['metadata']['name']}" for r in records)
+        assert names == sorted(center["records"])
+        shares = sum((Decimal(r["spec"]["program"]["programShare"]) for r in records), Decimal(0))
+        assert shares == Decimal(spec["totals"]["claim"])
+        assert spec["records"]["count"] == len(records)
+        assert spec["records"]["digest"] == _records_digest(records)
+        assert item["status"]["phase"] == "Open"
+        assert not item["metadata"].get("ownerReferences")  # the audit trail outlives programmes
+        assert item["status"]["revision"] >= 1
+    # Both sides add up to the programme's spent, to the cent.
+    statuses = [item["spec"] for item in found.values()]
+    assert (
+        sum(
+            (Decimal(s["totals"]["subsidy"]) for s in statuses if s["for"] == "Company"), Decimal(0)
+        )
+        == subsidy
+    )
+    assert sum(
+        (Decimal(s["totals"]["claim"]) for s in statuses if s["for"] == "Center"), Decimal(0)
+    ) == Decimal(api.program(program)["status"]["spent"])
+    # The audit trail is the platform's: cleaned up here by hand, never by the operator.
+    kubectl(hub, "delete", "vst", "-l", selector)

@@ -154,6 +154,7 @@ def test_short_names_and_scopes() -> None:
         "MemberCluster": (("mc",), "Cluster", "memberclusters"),
         "UsageRecord": (("usage",), "Namespaced", "usagerecords"),
         "VoucherProgram": (("vp",), "Cluster", "voucherprograms"),
+        "VoucherStatement": (("vst",), "Cluster", "voucherstatements"),
     }
 
 
@@ -191,6 +192,17 @@ def test_default_printer_columns() -> None:
             "Age",
         ],
         "VoucherProgram": ["Pool", "Committed", "Spent", "Left", "Companies", "Active", "Age"],
+        "VoucherStatement": [
+            "Program",
+            "Month",
+            "For",
+            "Party",
+            "Subsidy",
+            "Payable",
+            "Records",
+            "Phase",
+            "Age",
+        ],
     }
 
 

@@ -185,6 +185,7 @@ def test_the_default_install_is_the_hub() -> None:
         "CustomResourceDefinition/usagerecords.suanli.io",
         "CustomResourceDefinition/voucherprograms.suanli.io",
         "CustomResourceDefinition/voucherquotas.suanli.io",
+        "CustomResourceDefinition/voucherstatements.suanli.io",
         "Deployment/suanli-operator",
         "MutatingWebhookConfiguration/suanli-admission",
         "PodDisruptionBudget/suanli-operator",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -11,6 +12,7 @@ from suanli.vouchers.usage import (
     AttemptFacts,
     JobFacts,
     attempt_usages,
+    label_value,
     record_name,
     usage_record,
     voucher_label_value,
@@ -103,3 +105,43 @@ def test_long_voucher_names_fit_in_a_label():
 
 def test_malformed_records_are_not_read_as_charges():
     assert recorded_charge({"spec": {"job": {"uid": "u"}, "attempt": 1}}) is None
+
+
+def test_a_programme_record_carries_the_labels_its_statements_select_it_by():
+    split = {
+        "name": "shanghai-2026",
+        "company": "91310000MA1FL8TQ2X",
+        "rule": "city-30",
+        "programShare": "10.80",
+        "companyShare": "25.20",
+    }
+    # Ending at 01:00 on April 1st in Shanghai (+08:00) is 17:00 on March 31st in UTC: March's.
+    late = AttemptFacts(
+        1,
+        "member-a",
+        "H100",
+        Decimal("36.00"),
+        T0,
+        datetime.fromisoformat("2026-04-01T01:00:00+08:00"),
+        "Succeeded",
+    )
+    (usage,) = attempt_usages([late], gpus=1, hold=Decimal("1000000.00"))
+    labels = usage_record(JOB, usage, split)["metadata"]["labels"]
+    assert {k: v for k, v in labels.items() if k != "suanli.io/job-uid"} == {
+        "suanli.io/voucher": "gpu-2026",
+        "app.kubernetes.io/managed-by": "suanli",
+        "suanli.io/program": "shanghai-2026",
+        "suanli.io/month": "2026-03",
+        "suanli.io/company": "91310000MA1FL8TQ2X",
+        "suanli.io/center": "member-a",
+    }
+    assert "suanli.io/program" not in usage_record(JOB, usage)["metadata"]["labels"]
+
+
+def test_any_company_id_becomes_a_label_value_of_its_own():
+    assert label_value("acme-1") == "acme-1"
+    spaced, other = label_value("Acme Ltd."), label_value("Acme Ltd,")
+    assert spaced.startswith("Acme-Ltd-") and spaced != other
+    assert re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?", spaced)
+    assert len(label_value("x" * 63)) == 63 and len(label_value("x" * 64)) <= 63
+    assert re.fullmatch(r"[0-9a-f]{10}", label_value("---"))

@@ -21,6 +21,9 @@ class OperatorOptions:
     managed_webhook_config: str | None = "suanli.io"
     # Seconds between recounts of every voucher's ledger from the ComputeJobs that exist.
     recount_interval: float = 60.0
+    # Seconds between passes of the leader over the voucher programmes' months whose usage
+    # records changed, regenerating their VoucherStatements.
+    statement_interval: float = 30.0
     # A hold whose ComputeJob does not exist is released only after this many seconds, so a
     # job admitted a moment ago (its create still on the way to etcd) keeps its reservation.
     hold_grace_seconds: float = 60.0

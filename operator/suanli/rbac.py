@@ -2,7 +2,8 @@
 
 - ``suanli-tenant``: bound per tenant namespace (RoleBinding). Tenants create, watch and delete
   their ComputeJobs and read their VoucherQuotas, but never write a VoucherQuota: the voucher is
-  the platform's money.
+  the platform's money. They get no VoucherStatements: a statement is cluster-scoped and the
+  platform's (a center's sums many companies' records); a company reads its own records.
 - ``suanli-platform-admin``: issues and edits VoucherQuotas and MemberClusters (and reads the
   rest); bound cluster-wide, or per namespace for a delegated admin.
 - ``suanli-operator``: what the operator itself needs on the hub, verb by verb, and nothing
@@ -80,6 +81,8 @@ def platform_admin_role() -> dict[str, Any]:
             _rule(GROUP, ("memberclusters/status",), READ),
             # The record of every charge: read, never written, even by the platform.
             _rule(GROUP, ("usagerecords",), READ),
+            # Programme statements: computed from the records by the operator alone.
+            _rule(GROUP, ("voucherstatements", "voucherstatements/status"), READ),
             _rule("", ("events",), READ),
         ],
         "Issue VoucherQuotas, join MemberClusters, and oversee every tenant's ComputeJobs.",
@@ -101,6 +104,9 @@ def operator_role() -> dict[str, Any]:
             # One record per finished attempt: created once (a retry finds it), listed by the
             # recount, never changed (the schema refuses it) nor deleted.
             _rule(GROUP, ("usagerecords",), ("create", "get", "list")),
+            # Programme statements (issue 17): one per company and center and month, created
+            # and rewritten from the records by the leader; never deleted (the audit trail).
+            _rule(GROUP, ("voucherstatements",), ("create", "get", "list", "patch", "update")),
             _rule(
                 GROUP,
                 (
@@ -108,6 +114,7 @@ def operator_role() -> dict[str, Any]:
                     "voucherquotas/status",
                     "memberclusters/status",
                     "voucherprograms/status",
+                    "voucherstatements/status",
                 ),
                 ("get", "patch", "update"),
             ),

@@ -10,7 +10,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
-from suanli.api import computejob, membercluster, usagerecord, voucherprogram, voucherquota
+from suanli.api import (
+    computejob,
+    membercluster,
+    usagerecord,
+    voucherprogram,
+    voucherquota,
+    voucherstatement,
+)
 from suanli.api.common import ApiModel
 from suanli.api.meta import API_VERSION, KindInfo
 from suanli.api.validation import FieldError, parse
@@ -47,6 +54,11 @@ KINDS: Final[tuple[Kind[Any], ...]] = (
         voucherprogram.KIND_INFO,
         voucherprogram.VoucherProgram,
         voucherprogram.validate_voucherprogram,
+    ),
+    Kind(
+        voucherstatement.KIND_INFO,
+        voucherstatement.VoucherStatement,
+        voucherstatement.validate_voucherstatement,
     ),
 )
 

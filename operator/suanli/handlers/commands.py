@@ -48,6 +48,13 @@ def register(subparsers: Any) -> None:
         help="seconds between voucher ledger recounts (default %(default)s)",
     )
     run.add_argument(
+        "--statement-interval",
+        type=_positive_seconds,
+        default=defaults.statement_interval,
+        help="seconds between regenerations of the VoucherStatements of programme months "
+        "that got usage records (default %(default)s)",
+    )
+    run.add_argument(
         "--hold-grace",
         type=float,
         default=defaults.hold_grace_seconds,
@@ -176,6 +183,7 @@ def _run(args: argparse.Namespace) -> int:
         webhook_cert_dir=args.webhook_cert_dir,
         managed_webhook_config=args.managed_webhook_config or None,
         recount_interval=args.recount_interval,
+        statement_interval=args.statement_interval,
         hold_grace_seconds=args.hold_grace,
         member_grace_seconds=args.member_grace,
         unschedulable_seconds=args.unschedulable_timeout,

@@ -88,6 +88,7 @@ class ProgramCharges:
 
     def booked(self, record: Mapping[str, Any]) -> None:
         """Book a stored usage record's split on its programme (once per record)."""
+        self._runtime.statements.mark_record(record)  # its month's statements change
         charge = restored_charge(record)
         if charge is None:
             return

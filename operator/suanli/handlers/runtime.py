@@ -24,6 +24,7 @@ from suanli.options import OperatorOptions
 from suanli.vouchers.book import VoucherBook
 from suanli.vouchers.pricing import PriceOffer, offers_from_members
 from suanli.vouchers.programs import ProgramBook
+from suanli.vouchers.statements import DirtyMonths
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class Runtime:
     program_specs: dict[str, VoucherProgram] = field(default_factory=dict)
     programs: ProgramBook = field(default_factory=ProgramBook)
     namespaces: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The programme months whose statements must be regenerated (records booked since).
+    statements: DirtyMonths = field(default_factory=DirtyMonths)
     # Whether this process admits now; the Lease it leads by, and how it took it.
     gate: AdmissionGate = field(default_factory=AdmissionGate)
     elector: LeaseElector | None = None

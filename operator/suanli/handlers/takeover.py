@@ -21,7 +21,7 @@ from typing import Any, Final
 import kopf
 
 from suanli import metrics
-from suanli.handlers import pending_holds, program_vouchers, programs
+from suanli.handlers import pending_holds, program_vouchers, programs, statements
 from suanli.handlers.retention import retire_forever
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.voucherquota import recount_all, recount_forever
@@ -113,6 +113,7 @@ async def take_over(memo: kopf.Memo, **_: Any) -> None:
     runtime.spawn(recount_forever(runtime))
     runtime.spawn(programs.write_status_forever(runtime))
     runtime.spawn(program_vouchers.issue_forever(runtime))
+    runtime.spawn(statements.regenerate_forever(runtime))
     if runtime.options.job_retention_seconds is not None:
         runtime.spawn(retire_forever(runtime, runtime.options.job_retention_seconds))
 

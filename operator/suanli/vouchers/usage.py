@@ -25,16 +25,21 @@ Names
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
 from suanli.api.common import ZERO, format_money, format_timestamp
+from suanli.api.voucherprogram import COMPANY_LABEL, PROGRAM_LABEL
+from suanli.api.voucherstatement import CENTER_LABEL, MONTH_LABEL
 from suanli.vouchers.pricing import charge_for, gpu_seconds
 
 _MAX_NAME: Final = 253
+# A label value: at most 63 characters, alphanumeric at both ends, '-', '_' and '.' between.
+_LABEL_VALUE: Final = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,28 +173,50 @@ def usage_record(
         spec["provider"] = facts.provider
     if facts.region:
         spec["region"] = facts.region
+    labels = {
+        JOB_UID_LABEL: job.uid,
+        VOUCHER_LABEL: voucher_label_value(job.voucher),
+        "app.kubernetes.io/managed-by": "suanli",
+    }
     if program is not None:
         spec["program"] = program
+        # So that a statement's records are one label selector away (kubectl get usagerecords
+        # -A -l ...), and the operator lists one programme's month, not every record.
+        labels |= {
+            PROGRAM_LABEL: program["name"],
+            MONTH_LABEL: month_of(facts.end),
+            COMPANY_LABEL: label_value(program["company"]),
+            CENTER_LABEL: facts.cluster,
+        }
     return {
         "apiVersion": USAGE_RECORD_API_VERSION,
         "kind": USAGE_RECORD_KIND,
         "metadata": {
             "name": record_name(job.name, job.uid, facts.number),
             "namespace": job.namespace,
-            "labels": {
-                JOB_UID_LABEL: job.uid,
-                VOUCHER_LABEL: voucher_label_value(job.voucher),
-                "app.kubernetes.io/managed-by": "suanli",
-            },
+            "labels": labels,
         },
         "spec": spec,
     }
 
 
+def month_of(moment: datetime) -> str:
+    """The month, ``YYYY-MM`` in UTC, that a moment (a record's endTime) falls in."""
+    return moment.astimezone(UTC).strftime("%Y-%m")
+
+
+def label_value(value: str) -> str:
+    """``value`` as a label value, the same way every time: as it is when it is one, else its
+    label-safe characters, shortened to fit 63, with a hash of the whole so that two values
+    never share one."""
+    if _LABEL_VALUE.fullmatch(value):
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:10]
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "-", value)[:52].strip("-_.")
+    return f"{safe}-{digest}" if safe else digest
+
+
 def voucher_label_value(voucher: str) -> str:
-    """The value of :data:`VOUCHER_LABEL` for a voucher name (label values hold 63 characters;
-    a longer name is shortened with a hash, the same way every time)."""
-    if len(voucher) <= 63:
-        return voucher
-    digest = hashlib.sha256(voucher.encode()).hexdigest()[:10]
-    return f"{voucher[:52].rstrip('-.')}-{digest}"
+    """The value of :data:`VOUCHER_LABEL` for a voucher name (a longer name than a label value
+    holds is shortened with a hash)."""
+    return label_value(voucher)
