@@ -12,7 +12,7 @@ from typing import Any
 
 from suanli import metrics
 from suanli.handlers.statements import regenerate, regenerate_marked
-from suanli.vouchers.statements import DirtyMonths
+from suanli.vouchers.statement_objects import DirtyMonths
 from suanli.vouchers.usage import AttemptFacts, JobFacts, attempt_usages, usage_record
 
 MARCH = datetime(2026, 3, 10, tzinfo=UTC)

@@ -13,16 +13,14 @@ from hypothesis import strategies as st
 from suanli.api.common import is_dns_subdomain
 from suanli.api.kinds import kind_named
 from suanli.api.voucherstatement import StatementFor
-from suanli.vouchers.statements import (
+from suanli.vouchers.statement_objects import (
     CLOSE_GRACE,
     DirtyMonths,
     next_status,
     statement_name,
     statement_objects,
-    statements,
-    to_csv,
-    to_json,
 )
+from suanli.vouchers.statements import statements, to_csv, to_json
 
 
 def record(name: str, company: str, cluster: str, amount: str, share: str, end: str) -> Any:

@@ -24,7 +24,7 @@ from suanli.options import OperatorOptions
 from suanli.vouchers.book import VoucherBook
 from suanli.vouchers.pricing import PriceOffer, offers_from_members
 from suanli.vouchers.programs import ProgramBook
-from suanli.vouchers.statements import DirtyMonths
+from suanli.vouchers.statement_objects import DirtyMonths
 
 logger = logging.getLogger(__name__)
 

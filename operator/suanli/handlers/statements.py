@@ -10,10 +10,10 @@ charged; marking costs nothing while the platform is idle.
 
 Every ``--statement-interval`` seconds, each marked month is regenerated from its records,
 listed by label (``suanli.io/program`` and ``suanli.io/month``), with the pure code of
-:mod:`suanli.vouchers.statements`; a statement is written only when its figures or its status
-changed. Open months are visited again when they close, to mark them Closed. A failed month is
-logged, counted in ``suanli_background_task_errors_total{task="statements"}`` and marked
-again for the next pass.
+:mod:`suanli.vouchers.statement_objects`; a statement is written only when its figures or its
+status changed. Open months are visited again when they close, to mark them Closed. A failed
+month is logged, counted in ``suanli_background_task_errors_total{task="statements"}`` and
+marked again for the next pass.
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ from typing import Final
 from suanli import metrics
 from suanli.handlers.runtime import Runtime
 from suanli.kube import Hub
-from suanli.vouchers.statements import (
+from suanli.vouchers.statement_objects import (
     STATEMENTS_PLURAL,
     closes_at,
     month_selector,
     next_status,
     same_spec,
     statement_objects,
-    statements,
 )
+from suanli.vouchers.statements import statements
 from suanli.vouchers.usage import month_of
 
 logger = logging.getLogger(__name__)
