@@ -469,3 +469,31 @@ def test_a_batch_admits_exactly_what_the_voucher_affords(amount, requests):
         [req(f"u{i}", "100.00") for i in range(requests)],
     )
     assert len(result.admitted) == min(requests, int(amount // 100))
+
+
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.integers(0, 30), st.integers(1, 5000), st.integers(0, 8)), max_size=5
+        ),
+        max_size=12,
+    ),
+    st.lists(st.integers(0, 30), max_size=6),
+)
+def test_a_ledger_made_by_a_hold_knows_the_balances_its_entries_sum_to(
+    batches: list[list[tuple[int, int, int]]], closes: list[int]
+) -> None:
+    """Admission's ledgers carry their balances from the one before instead of summing every
+    entry again; they are exactly what summing gives, however holds and closes interleave."""
+    current = ledger("20000.00", "500.00", max_concurrent_jobs=20, max_concurrent_gpus=60)
+    for index, batch in enumerate(batches):
+        requests = [req(f"u{uid}", f"{cents / 100:.2f}", gpus) for uid, cents, gpus in batch]
+        current, _ = current.reserve_many(requests)
+        if index < len(closes) and f"u{closes[index]}" in current.entries:
+            current = current.close(f"u{closes[index]}")
+        summed = Ledger(current.terms, dict(current.entries), current.settled)
+        assert (current.reserved, current.spent) == (summed.reserved, summed.spent)
+        assert (current.active_jobs, current.active_gpus) == (
+            summed.active_jobs,
+            summed.active_gpus,
+        )

@@ -327,13 +327,26 @@ class Ledger:
                 tally.active_gpus += entry.gpus
                 tally.entries += 1
             outcomes.append(refusals)
-        changed = len(entries) != len(self.entries)
-        return (replace(self, entries=entries) if changed else self), tuple(outcomes)
+        if len(entries) == len(self.entries):
+            return self, tuple(outcomes)
+        return replace(self, entries=entries)._with_tally(tally), tuple(outcomes)
 
     def _tally(self) -> _Tally:
         return _Tally(
             self.reserved, self.spent, self.active_jobs, self.active_gpus, len(self.entries)
         )
+
+    def _with_tally(self, tally: _Tally) -> Ledger:
+        """This ledger, its balances known already: ``tally`` is what summing its entries would
+        give (kept up to date by :meth:`reserve_many`). Admission makes a new ledger per hold,
+        and summing every entry again would make each hold cost O(entries)."""
+        self.__dict__.update(
+            reserved=tally.reserved,
+            spent=tally.spent,
+            active_jobs=tally.active_jobs,
+            active_gpus=tally.active_gpus,
+        )
+        return self
 
     def reserve(self, request: ReservationRequest) -> Ledger:
         """Hold ``request.amount`` and ``request.gpus`` for the job ``request.uid``.
