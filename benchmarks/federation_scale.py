@@ -92,6 +92,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
+import _scale_programme as programmes
 import _scale_webhooks_off as webhooks_off
 from _common import (
     REQUEST_METRIC,
@@ -204,7 +205,9 @@ def pod_template(run_duration: str, gpu_request: bool) -> dict[str, Any]:
     return {"metadata": {"annotations": {RUN_DURATION_ANNOTATION: run_duration}}, "spec": spec}
 
 
-def compute_job(name: str, run: str, run_duration: str, max_runtime: str) -> dict[str, Any]:
+def compute_job(
+    name: str, run: str, run_duration: str, max_runtime: str, voucher_name: str = VOUCHER
+) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": "ComputeJob",
@@ -212,7 +215,7 @@ def compute_job(name: str, run: str, run_duration: str, max_runtime: str) -> dic
         "spec": {
             "maxRuntime": max_runtime,
             "gpuModels": ["H100"],
-            "voucherRef": {"name": VOUCHER},
+            "voucherRef": {"name": voucher_name},
             "template": pod_template(run_duration, gpu_request=False),
         },
     }
@@ -433,7 +436,22 @@ class Bench:
     def tenants(self) -> list[str]:
         return [f"bench-{self.run}-t{index:02d}" for index in range(self.args.tenants)]
 
+    @property
+    def voucher_name(self) -> str:
+        """What the run's jobs name: the tenants' own voucher, or the programme's."""
+        return programmes.issued_voucher(self.run) if self.args.programme else VOUCHER
+
     def prepare_tenants(self, max_runtime_hours: int) -> None:
+        if self.args.programme:
+            programmes.prepare(
+                self.hub,
+                self.run,
+                self.tenants,
+                jobs=self.args.jobs,
+                max_runtime_hours=max_runtime_hours,
+                companies=self.args.programme,
+            )
+            return
         per_tenant = math.ceil(self.args.jobs / self.args.tenants)
         for namespace in self.tenants:
             create(self.hub, "/api/v1/namespaces", {"metadata": {"name": namespace}})
@@ -465,6 +483,7 @@ class Bench:
                 run,
                 duration,
                 "2h" if self.args.memory_run else self.args.max_runtime,
+                self.voucher_name,
             )
             path = f"/apis/{API_VERSION}/namespaces/{namespace}/computejobs"
             posts.append(Post(self.hub, path, body))
@@ -528,6 +547,8 @@ class Bench:
             return not names.intersection(self.tenants)
 
         wait_until(gone, 180, "the run's tenant namespaces to be deleted")
+        if self.args.programme:
+            programmes.delete(self.hub, self.run)
 
 
 @dataclass
@@ -957,6 +978,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=0.0, help="jobs/s offered; 0: all at once")
     parser.add_argument("--concurrency", type=int, default=50, help="submitting threads")
     parser.add_argument("--tenants", type=int, default=20)
+    parser.add_argument(
+        "--programme",
+        type=int,
+        default=0,
+        metavar="COMPANIES",
+        help="pay with a VoucherProgram whose vouchers the operator issues to the tenants, "
+        "which belong to this many companies (0: a hand-written voucher per tenant)",
+    )
     parser.add_argument("--members", type=int, default=3, choices=range(1, 9))
     parser.add_argument("--nodes", type=int, default=100, help="kwok nodes per member")
     parser.add_argument("--gpus-per-node", type=int, default=8)

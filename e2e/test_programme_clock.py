@@ -8,6 +8,7 @@ Every job costs at most 28.00 CNY (1 GPU for 1h at the H100 price of install.DEF
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from e2e.tenant import GROUP, VERSION, compute_job
 from e2e.test_programmes import VOUCHER, Hub, wait_vouchers
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.vouchers.holds import HOLD_ANNOTATION as HOLD
 
 SWITCH_IN = timedelta(seconds=20)
 """How far ahead the tests put the moment the clock changes something."""
@@ -33,7 +35,9 @@ def _time(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _programme(name: str, tag: str, end: datetime) -> dict[str, Any]:
+def _programme(
+    name: str, tag: str, end: datetime, members: dict[str, str] | None = None
+) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "VoucherProgram",
@@ -43,6 +47,7 @@ def _programme(name: str, tag: str, end: datetime) -> dict[str, Any]:
             "pool": "500.00",
             "creditLine": "100.00",
             "namespaceSelector": {"matchLabels": {"suanli.io/e2e-clock": tag}},
+            "memberSelector": {"matchLabels": members or {}},
             "rules": [
                 {
                     "name": "startup",
@@ -66,9 +71,9 @@ class Clocked:
         self.name = f"clock-{self.tag}"
         self.namespaces: list[str] = []
 
-    def create(self, end: datetime) -> None:
+    def create(self, end: datetime, members: dict[str, str] | None = None) -> None:
         self.api.custom.create_cluster_custom_object(
-            GROUP, VERSION, "voucherprograms", _programme(self.name, self.tag, end)
+            GROUP, VERSION, "voucherprograms", _programme(self.name, self.tag, end, members)
         )
 
     def company(self, company: str, annotations: dict[str, str] | None = None) -> str:
@@ -93,6 +98,26 @@ class Clocked:
             GROUP, VERSION, namespace, "computejobs", body
         )
         return created
+
+    def quoted_share(self, namespace: str, job: str, cluster: str) -> Decimal | None:
+        """The programme's part of the hold suanli quotes for a job placed on ``cluster``
+        (a dry run: nothing is stored or held); None when the quote changed between the two
+        webhooks (the member changed under the request, which is refused to be retried)."""
+        body = compute_job(
+            job,
+            voucher_name=VOUCHER.format(self.name),
+            run_for="2s",
+            placement={"clusters": [cluster]},
+        )
+        try:
+            shown = self.api.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, "computejobs", body, dry_run="All"
+            )
+        except ApiException as error:
+            if error.status == 409:
+                return None
+            raise
+        return Decimal(json.loads(shown["metadata"]["annotations"][HOLD])["program"]["share"])
 
     def record(self, namespace: str, job: str) -> dict[str, Any] | None:
         found = [
@@ -225,3 +250,35 @@ def test_a_voucher_is_withdrawn_only_once_the_jobs_holding_on_it_are_charged(
         timeout=TIMEOUTS.condition_stable + 40,
         what="the voucher withdrawn once its job was charged",
     )
+
+
+def test_a_center_the_programme_stops_selecting_is_no_longer_subsidised_in_new_quotes(
+    clocked: Clocked, members_joined: list[str]
+) -> None:
+    """Only a member's labels change (no spec change): admission sees it all the same."""
+    member = members_joined[0]
+    label = f"suanli.io/e2e-local-{clocked.tag}"
+
+    def relabel(value: str | None) -> None:
+        clocked.api.custom.patch_cluster_custom_object(
+            GROUP, VERSION, "memberclusters", member, {"metadata": {"labels": {label: value}}}
+        )
+
+    relabel("true")
+    try:
+        clocked.create(datetime.now(UTC) + timedelta(days=30), members={label: "true"})
+        namespace = clocked.company("cub")
+        wait_vouchers(clocked.api, clocked.name, [namespace])
+        wait_for(
+            lambda: (clocked.quoted_share(namespace, "quote", member) or 0) > 0,
+            timeout=TIMEOUTS.condition_stable,
+            what="a quote subsidised on the selected center",
+        )
+        relabel(None)
+        wait_for(
+            lambda: clocked.quoted_share(namespace, "quote", member) == 0,  # None: again
+            timeout=TIMEOUTS.condition_stable,
+            what="the quote to drop the subsidy once the center's label is gone",
+        )
+    finally:
+        relabel(None)

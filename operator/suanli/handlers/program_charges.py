@@ -63,9 +63,7 @@ class ProgramCharges:
         program = runtime.program_specs.get(share.name) if share is not None else None
         if share is None or program is None:
             return None
-        body = runtime.members.get(cluster)
-        member = MemberCluster.model_validate(body) if body is not None else None
-        reason = no_subsidy_reason(program, member, share.company)
+        reason = no_subsidy_reason(program, runtime.member(cluster), share.company)
         ledger = runtime.programs.ledger(share.name)
         # The job is charged under the rule it was admitted under, even when its company has
         # moved to another since (a start-up's first months ended while it ran).

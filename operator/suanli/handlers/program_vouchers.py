@@ -183,6 +183,9 @@ async def reconcile_namespace(
     if current is None:
         stored = await runtime.hub.create("voucherquotas", desired)
         runtime.vouchers.put(stored)
+        parsed_stored = runtime.vouchers.get(name, desired["metadata"]["name"])
+        if parsed_stored is not None:  # what a read would give: admission need not read it
+            runtime.book.load((name, desired["metadata"]["name"]), parsed_stored.ledger)
         logger.info("issued voucher %s/%s", name, desired["metadata"]["name"])
     elif current.body.get("spec") != desired["spec"]:
         stored = await runtime.hub.merge_patch(

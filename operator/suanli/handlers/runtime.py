@@ -54,7 +54,7 @@ class Runtime:
     elector: LeaseElector | None = None
     takeover: Takeover | None = None
     # The members and their price offers, parsed once per change of any member's spec.
-    _offers: tuple[tuple[tuple[str, Any], ...], list[MemberCluster], list[PriceOffer]] = (
+    _offers: tuple[tuple[tuple[Any, ...], ...], list[MemberCluster], list[PriceOffer]] = (
         (),
         [],
         [],
@@ -91,10 +91,19 @@ class Runtime:
         """Every member's price offers (admission prices each job's worst case with them)."""
         return self._parsed_members()[1]
 
+    def member(self, name: str) -> MemberCluster | None:
+        """One MemberCluster as a model, from the same parse as :meth:`member_models`."""
+        return next((m for m in self.member_models() if m.metadata.name == name), None)
+
     def _parsed_members(self) -> tuple[list[MemberCluster], list[PriceOffer]]:
+        # A new spec (prices, owner) or new labels (a programme's memberSelector) re-parses.
         versions = tuple(
             sorted(
-                (name, (body.get("metadata") or {}).get("generation"))
+                (
+                    name,
+                    (body.get("metadata") or {}).get("generation"),
+                    tuple(sorted(((body.get("metadata") or {}).get("labels") or {}).items())),
+                )
                 for name, body in self.members.items()
             )
         )
