@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from e2e.kube import Cluster
-from e2e.tenant import Tenant, compute_job
+from e2e.tenant import GROUP, VERSION, Tenant, compute_job
 from e2e.test_billing import records
 from suanli.devenv import federation
 from suanli.devenv.operator_process import PID_FILE
@@ -102,3 +103,20 @@ def test_dev_up_brings_back_a_killed_operator_and_jobs_are_charged_once(
     assert charged == {name: Decimal(done[name]["status"]["chargedCost"]) for name in names}
     assert Decimal(tenant.voucher_status()["spent"]) == sum(charged.values())
     assert all(amount > 0 for amount in charged.values())
+
+
+def test_dev_up_applies_the_examples_a_user_would_and_none_the_operator_writes(
+    local_federation: federation.FederationState,
+) -> None:
+    """The example programme is there to try; the example usage record and statement only
+    show what the operator writes, and a fake one would be read as a real charge."""
+    with federation.api_client(local_federation.hub.kubeconfig) as api:
+        custom = client.CustomObjectsApi(api)
+        programmes = custom.list_cluster_custom_object(GROUP, VERSION, "voucherprograms")
+        statements = custom.list_cluster_custom_object(GROUP, VERSION, "voucherstatements")
+        usage = custom.list_cluster_custom_object(GROUP, VERSION, "usagerecords")
+    assert "shanghai-2026" in [p["metadata"]["name"] for p in programmes["items"]]
+    example_statement = "shanghai-2026-2026-03-center-member-a"
+    assert example_statement not in [s["metadata"]["name"] for s in statements["items"]]
+    example_record = "llm-finetune-6f1c2a3e-5b7d-4c1e-9a0b-2d3e4f5a6b7c-1"
+    assert example_record not in [r["metadata"]["name"] for r in usage["items"]]

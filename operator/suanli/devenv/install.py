@@ -189,6 +189,10 @@ def examples_dir() -> Path | None:
 KINDS_BY_NAME: Final = {kind.info.kind: kind for kind in KINDS}
 
 
+OPERATOR_WRITTEN_KINDS: Final = ("MemberCluster", "Secret", "UsageRecord", "VoucherStatement")
+"""Kinds among the examples that ``apply_examples`` leaves out (MemberClusters: see there)."""
+
+
 def apply_examples(api: client.ApiClient, directory: Path) -> list[str]:
     """Apply the examples a tenant and an admin would, except the MemberClusters.
 
@@ -200,8 +204,9 @@ def apply_examples(api: client.ApiClient, directory: Path) -> list[str]:
     custom = client.CustomObjectsApi(api)
     for path in sorted(directory.glob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text()):
-            # Usage records are the operator's alone to write: the example only shows one.
-            if not document or document.get("kind") in ("MemberCluster", "Secret", "UsageRecord"):
+            # Usage records and statements are the operator's alone to write: the examples
+            # only show one.
+            if not document or document.get("kind") in OPERATOR_WRITTEN_KINDS:
                 continue
             metadata = document["metadata"]
             try:
