@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -16,8 +15,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from prometheus_client.parser import text_string_to_metric_families
 
+from e2e import operator_metrics
 from e2e.kube import Cluster
 from e2e.tenant import GROUP, VERSION, Tenant, compute_job, member_status, wait_member_free_gpus
 from suanli.api.catalogue import DEFAULT_CATALOGUE, format_pflops
@@ -188,16 +187,6 @@ def _expected_pflops(member: Cluster) -> Decimal:
     return total
 
 
-def _operator_metrics(operator: OperatorProcess) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics") as page:
-        text = page.read().decode()
-    return {
-        f"{sample.name}{sorted(sample.labels.items())}": sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
 def test_member_status_and_the_federation_summary_count_pflops(
     hub: Cluster,
     clusters: dict[str, Cluster],
@@ -256,7 +245,9 @@ def test_member_status_and_the_federation_summary_count_pflops(
     assert "PFLOPS (FP16) schedulable now" in table and "FEDERATION" in table
 
     def federation_metric() -> float | None:
-        value = _operator_metrics(operator).get("suanli_federation_pflops[('state', 'total')]")
+        value = operator_metrics.samples(operator).get(
+            "suanli_federation_pflops[('state', 'total')]"
+        )
         return (
             value
             if value is not None and abs(value - float(summary["totalPFLOPS"])) < 1e-6
@@ -264,7 +255,7 @@ def test_member_status_and_the_federation_summary_count_pflops(
         )
 
     wait_for(federation_metric, timeout=TIMEOUTS.condition_stable, what="the federation metric")
-    member_metric = _operator_metrics(operator)[
+    member_metric = operator_metrics.samples(operator)[
         f"suanli_member_pflops[('member', '{MEMBER}'), ('state', 'total')]"
     ]
     assert abs(member_metric - 13.008) < 1e-6

@@ -5,15 +5,14 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from kubernetes import client
-from prometheus_client.parser import text_string_to_metric_families
 
+from e2e import operator_metrics
 from e2e.kube import Cluster
 from e2e.tenant import GROUP, VERSION, Tenant, compute_job, wait_member_free_gpus
 from suanli.devenv.fakenvml import FakeNvmlState, sample_gpus
@@ -26,16 +25,6 @@ from suanli.devenv.waiting import TIMEOUTS, wait_for
 @pytest.fixture
 def tenant(hub: Cluster, namespace: str, operator: OperatorProcess) -> Tenant:
     return Tenant(hub, namespace)
-
-
-def _operator_metrics(operator: OperatorProcess) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics") as page:
-        text = page.read().decode()
-    return {
-        f"{sample.name}{sorted(sample.labels.items())}": sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def test_a_job_goes_to_the_cheapest_member_with_its_model(
@@ -54,12 +43,12 @@ def test_a_job_goes_to_the_cheapest_member_with_its_model(
     assert "member-b" in dispatched["message"] and "chosen" in dispatched["message"]
     assert Decimal(status["chargedCost"]) > 0
     tenant.assert_ledger_balanced()
-    observed = _operator_metrics(operator)
+    observed = operator_metrics.samples(operator)
     assert observed["suanli_dispatch_latency_seconds_count[]"] >= 1
     assert "suanli_queue_depth[]" in observed
     a800 = "suanli_member_gpus[('member', 'member-b'), ('model', 'A800')]"
     wait_for(  # written with the member's status, every few seconds
-        lambda: _operator_metrics(operator).get(a800) == 16,
+        lambda: operator_metrics.samples(operator).get(a800) == 16,
         timeout=TIMEOUTS.condition_stable,
         what="the operator to export member-b's A800 count",
     )

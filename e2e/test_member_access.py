@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +20,8 @@ import pytest
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from prometheus_client.parser import text_string_to_metric_families
 
+from e2e import operator_metrics
 from e2e.kube import Cluster
 from e2e.tenant import GROUP, VERSION, Tenant, compute_job, member_status
 from suanli import member_access
@@ -62,16 +61,6 @@ def as_hub(hub: Cluster, members_joined: list[str]) -> Iterator[client.ApiClient
 def condition(hub: Cluster, member: str, kind: str) -> dict[str, Any] | None:
     conditions = member_status(hub, member).get("conditions") or []
     return next((c for c in conditions if c["type"] == kind), None)
-
-
-def metric(operator: OperatorProcess, name: str, **labels: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics") as page:
-        text = page.read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
 
 
 def refused(call: Any) -> ApiException:
@@ -175,11 +164,15 @@ def _rotate(hub: Cluster, member: Cluster, operator: OperatorProcess, new: str, 
     kubeconfig = member_access.hub_kubeconfig(
         server=member.api.configuration.host, ca_pem=ca_pem, token=token, name=member.info.name
     )
-    reloads = metric(operator, "suanli_member_kubeconfig_reloads_total", member=member.info.name)
+    reloads = operator_metrics.value(
+        operator, "suanli_member_kubeconfig_reloads_total", member=member.info.name
+    )
     install.store_kubeconfig(hub.api, member.info.name, kubeconfig)
     wait_for(
         lambda: (
-            metric(operator, "suanli_member_kubeconfig_reloads_total", member=member.info.name)
+            operator_metrics.value(
+                operator, "suanli_member_kubeconfig_reloads_total", member=member.info.name
+            )
             > reloads
         ),
         timeout=TIMEOUTS.condition_stable,

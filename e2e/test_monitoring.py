@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import urllib.request
 
 import pytest
 from kubernetes import client
@@ -14,6 +13,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.kube import Cluster, kubectl
+from e2e.operator_metrics import scrape
 from e2e.tenant import Tenant, compute_job
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.waiting import TIMEOUTS, wait_for
@@ -42,10 +42,7 @@ def test_every_metric_the_dashboard_and_alerts_read_is_exported(
     assert refused.value.status == 403
     tenant.wait_phase("fits", "Succeeded", timeout=TIMEOUTS.job_complete)
 
-    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        operator_text = response.read().decode()
-    operator_names = exported_names(text_string_to_metric_families(operator_text))
+    operator_names = exported_names(text_string_to_metric_families(scrape(operator)))
     api_server_text = kubectl(hub, "get", "--raw", "/metrics").stdout
     api_server_names = exported_names(text_string_to_metric_families(api_server_text))
 
@@ -61,14 +58,10 @@ def test_every_metric_the_dashboard_and_alerts_read_is_exported(
 def test_the_operator_reports_each_member_ready(
     hub: Cluster, members_joined: list[str], operator: OperatorProcess
 ) -> None:
-    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
-
     def ready_members() -> set[str] | None:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
         ready = {
             sample.labels["member"]
-            for family in text_string_to_metric_families(text)
+            for family in text_string_to_metric_families(scrape(operator))
             if family.name == "suanli_member_condition"
             for sample in family.samples
             if sample.labels["condition"] == "Ready" and sample.value == 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from e2e import operator_metrics
 from e2e.conftest import LEASE_ARGS
 from e2e.kube import Cluster
 from e2e.tenant import GROUP, VERSION, Tenant, compute_job
@@ -37,20 +37,15 @@ def _records(hub: Cluster, namespace: str) -> list[dict[str, Any]]:
     return items
 
 
-def _metric(operator: OperatorProcess, sample: str) -> float:
-    """The value of ``sample`` (a name with its labels, as exported), 0 if not exported yet."""
-    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    for line in text.splitlines():
-        if line.startswith(f"{sample} "):
-            return float(line.split()[1])
-    return 0.0
-
-
 RETIRED = "suanli_computejobs_retired_total"
-# Each recount lists the usage records of each voucher's namespace: it counts the recounts.
-RECOUNT_LISTS = 'suanli_hub_requests_total{method="GET",resource="usagerecords"}'
+
+
+def _recount_lists(operator: OperatorProcess) -> float:
+    """Each recount lists the usage records of each voucher's namespace: it counts the
+    recounts."""
+    return operator_metrics.value(
+        operator, "suanli_hub_requests_total", method="GET", resource="usagerecords"
+    )
 
 
 def test_a_finished_job_leaves_the_hub_after_the_retention_and_its_usage_stays(
@@ -88,7 +83,7 @@ def test_a_finished_job_leaves_the_hub_after_the_retention_and_its_usage_stays(
         gone_at = datetime.now(UTC)
         # Not before its retention (completionTime is whole seconds, rounded down).
         assert gone_at >= completed + timedelta(seconds=RETENTION), (gone_at, completed)
-        assert _metric(operator, RETIRED) == 1.0
+        assert operator_metrics.value(operator, RETIRED) == 1.0
 
         # A job still running is kept, however long the retention has passed.
         assert tenant.job("still-running")["status"]["phase"] == "Running"
@@ -107,9 +102,9 @@ def test_a_finished_job_leaves_the_hub_after_the_retention_and_its_usage_stays(
         vouchers = client.CustomObjectsApi(hub.api).list_cluster_custom_object(
             GROUP, VERSION, "voucherquotas"
         )["items"]
-        listed = _metric(operator, RECOUNT_LISTS)
+        listed = _recount_lists(operator)
         wait_for(
-            lambda: _metric(operator, RECOUNT_LISTS) >= listed + 2 * len(vouchers),
+            lambda: _recount_lists(operator) >= listed + 2 * len(vouchers),
             timeout=TIMEOUTS.job_complete,
             what="two more recounts",
         )
