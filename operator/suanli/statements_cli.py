@@ -10,8 +10,10 @@ from typing import Any
 from kubernetes import client, config
 
 from suanli.api.meta import GROUP, VERSION
+from suanli.api.voucherstatement import MONTH_PATTERN
 from suanli.errors import UserFacingError
 from suanli.vouchers.statements import statements, to_csv, to_json
+from suanli.vouchers.usage import month_of
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("program", help="the VoucherProgram's name")
     parser.add_argument(
         "--month",
-        default=datetime.now(UTC).strftime("%Y-%m"),
+        default=month_of(datetime.now(UTC)),
         help="the month, YYYY-MM (UTC; default: this month)",
     )
     parser.add_argument("--format", choices=("json", "csv"), default="json")
@@ -39,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_statements(args: argparse.Namespace) -> int:
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", args.month):
+    if not re.fullmatch(MONTH_PATTERN, args.month):
         raise UserFacingError(f"--month: {args.month!r} is not YYYY-MM")
     api = config.new_client_from_config(config_file=args.kubeconfig)
     listed: dict[str, Any] = client.CustomObjectsApi(api).list_cluster_custom_object(
