@@ -175,7 +175,7 @@ def usage_record(
         spec["region"] = facts.region
     labels = {
         JOB_UID_LABEL: job.uid,
-        VOUCHER_LABEL: voucher_label_value(job.voucher),
+        VOUCHER_LABEL: label_value(job.voucher),
         "app.kubernetes.io/managed-by": "suanli",
     }
     if program is not None:
@@ -214,9 +214,3 @@ def label_value(value: str) -> str:
     digest = hashlib.sha256(value.encode()).hexdigest()[:10]
     safe = re.sub(r"[^A-Za-z0-9_.-]", "-", value)[:52].strip("-_.")
     return f"{safe}-{digest}" if safe else digest
-
-
-def voucher_label_value(voucher: str) -> str:
-    """The value of :data:`VOUCHER_LABEL` for a voucher name (a longer name than a label value
-    holds is shortened with a hash)."""
-    return label_value(voucher)
