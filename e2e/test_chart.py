@@ -510,6 +510,12 @@ def test_an_upgrade_applies_new_values_and_keeps_the_certificate(
     assert not can("patch", "voucherquotas.suanli.io")
     assert not can("update", "voucherquotas.suanli.io/status")
     assert not can("get", "secrets")
+    # Nor choose its own subsidy (its namespace's company labels), nor touch programmes and
+    # their statements.
+    assert not can("patch", "namespaces")
+    assert not can("patch", "voucherprograms.suanli.io")
+    assert not can("create", "voucherstatements.suanli.io")
+    assert not can("get", "voucherstatements.suanli.io")
 
     # And through it, the operator of the upgraded release still admits against the voucher.
     tenant = Tenant(hub, namespace)

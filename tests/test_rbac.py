@@ -31,6 +31,19 @@ def test_tenants_submit_jobs_but_never_write_vouchers() -> None:
     assert not _allowed(role, "memberclusters", "get")
 
 
+def test_tenants_can_neither_choose_their_subsidy_nor_touch_the_programme_s_books() -> None:
+    """A namespace's company and class labels choose its rule (100% for a start-up): only the
+    platform sets them. Programmes and their statements are the platform's."""
+    role = tenant_role()
+    for verb in ("create", "update", "patch", "delete"):
+        assert not _allowed(role, "namespaces", verb)
+        assert not _allowed(role, "voucherprograms", verb)
+        assert not _allowed(role, "voucherstatements", verb)
+        assert not _allowed(role, "voucherstatements/status", verb)
+    assert not _allowed(role, "voucherstatements", "get")
+    assert not _allowed(role, "voucherstatements", "list")
+
+
 def test_platform_admins_issue_vouchers_and_join_members() -> None:
     role = platform_admin_role()
     for verb in ("create", "update", "patch", "delete"):
