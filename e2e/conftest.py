@@ -113,6 +113,11 @@ def operator(
         # Short, so a programme's statements follow its records within a second or two.
         "--statement-interval",
         "1",
+        # Short, so a planted orphan is swept, and a copy's source re-read, within seconds.
+        "--orphan-sweep-interval",
+        "3",
+        "--tenant-data-sync-interval",
+        "2",
         *LEASE_ARGS,
     )
     process.start()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import json
+import subprocess
 from decimal import Decimal
 from typing import Any
 
 from kubernetes import client
 
-from e2e.kube import Cluster
+from e2e.kube import Cluster, kubectl
 from suanli.devenv.manifests import RUN_DURATION_ANNOTATION
 from suanli.devenv.waiting import TIMEOUTS, wait_for
 
@@ -108,6 +110,23 @@ def tenant_identity(hub: Cluster, namespace: str) -> str:
         },
     )
     return f"--as=system:serviceaccount:{namespace}:tenant"
+
+
+def apply_as_tenant(
+    hub: Cluster, namespace: str, body: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    """``kubectl apply`` of ``body`` in ``namespace`` as its tenant (:func:`tenant_identity`),
+    as the tenant types it: the result, refused or not, with admission's warnings on stderr."""
+    return kubectl(
+        hub,
+        f"--as=system:serviceaccount:{namespace}:tenant",
+        f"--namespace={namespace}",
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps(body),
+        check=False,
+    )
 
 
 class Tenant:

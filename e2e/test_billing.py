@@ -21,6 +21,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from e2e.admission_faults import refusing_policy, rule
 from e2e.kube import Cluster, kubectl
 from e2e.tenant import GROUP, VERSION, Tenant, compute_job, tenant_identity
 from suanli.devenv import install
@@ -92,46 +93,14 @@ def test_refused_recreates_of_a_finished_job_leave_spent_unchanged(
 def voucher_writes_refused(hub: Cluster, namespace: str) -> Iterator[None]:
     """A hub that refuses every write of the namespace's voucher statuses, until the block
     ends: a real admission policy, as a hub under a failing admission chain would answer."""
-    admission = client.AdmissionregistrationV1Api(hub.api)
-    name = f"refuse-voucher-status-{namespace}"
-    admission.create_validating_admission_policy(
-        {
-            "metadata": {"name": name},
-            "spec": {
-                "failurePolicy": "Fail",
-                "matchConstraints": {
-                    "resourceRules": [
-                        {
-                            "apiGroups": [GROUP],
-                            "apiVersions": [VERSION],
-                            "resources": ["voucherquotas/status"],
-                            "operations": ["UPDATE"],
-                        }
-                    ]
-                },
-                "validations": [
-                    {"expression": "false", "message": "fault injected by the billing e2e test"}
-                ],
-            },
-        }
-    )
-    admission.create_validating_admission_policy_binding(
-        {
-            "metadata": {"name": name},
-            "spec": {
-                "policyName": name,
-                "validationActions": ["Deny"],
-                "matchResources": {
-                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
-                },
-            },
-        }
-    )
-    try:
+    with refusing_policy(
+        hub.api,
+        f"refuse-voucher-status-{namespace}",
+        [rule(GROUP, "voucherquotas/status", "UPDATE", version=VERSION)],
+        "fault injected by the billing e2e test",
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}},
+    ):
         yield
-    finally:
-        admission.delete_validating_admission_policy_binding(name)
-        admission.delete_validating_admission_policy(name)
 
 
 def test_a_hub_refusing_voucher_writes_delays_the_charge_and_loses_nothing(

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import datetime
-import http.server
-import json
 import os
 import socket
-import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +13,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from e2e.admission_faults import WebhookServer, rule
 from e2e.kube import Cluster, gpu_job
-from suanli.certs import generate_webhook_certificates
 from suanli.devenv import federation
 from suanli.devenv.manifests import GPU_RESOURCE
 from suanli.devenv.providers import is_alive
@@ -115,85 +110,32 @@ def test_job_asking_more_gpus_than_any_node_has_stays_unschedulable(
     assert pod.spec.node_name is None
 
 
-class _DenyingWebhook(http.server.BaseHTTPRequestHandler):
+def _deny_denied_names(request: dict[str, Any]) -> dict[str, Any]:
     """Denies ConfigMaps whose name starts with "denied-"; allows everything else."""
-
-    def do_POST(self) -> None:
-        review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        request = review["request"]
-        denied = request["name"].startswith("denied-")
-        response = {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "response": {
-                "uid": request["uid"],
-                "allowed": not denied,
-                "status": {"code": 403, "message": "denied by the e2e webhook"},
-            },
-        }
-        body = json.dumps(response).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
+    return {
+        "allowed": not request["name"].startswith("denied-"),
+        "status": {"code": 403, "message": "denied by the e2e webhook"},
+    }
 
 
 @pytest.fixture
-def denying_webhook(tmp_path: Path) -> Iterator[tuple[int, bytes]]:
-    certificates = generate_webhook_certificates(tmp_path)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DenyingWebhook)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certificates.cert_file, certificates.key_file)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
-    thread.start()
-    try:
-        yield server.server_address[1], certificates.ca_pem
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+def denying_webhook(tmp_path: Path) -> Iterator[WebhookServer]:
+    with WebhookServer(tmp_path, _deny_denied_names) as server:
+        yield server
 
 
 def test_hub_calls_validating_admission_webhooks(
-    clusters: dict[str, Cluster], namespace: str, denying_webhook: tuple[int, bytes]
+    clusters: dict[str, Cluster], namespace: str, denying_webhook: WebhookServer
 ) -> None:
-    port, ca_pem = denying_webhook
     hub = clusters["hub"]
     admission = client.AdmissionregistrationV1Api(hub.api)
     name = f"e2e-deny-{namespace}"
     admission.create_validating_webhook_configuration(
-        {
-            "metadata": {"name": name},
-            "webhooks": [
-                {
-                    "name": "deny.e2e.suanli.io",
-                    "admissionReviewVersions": ["v1"],
-                    "sideEffects": "None",
-                    "failurePolicy": "Fail",
-                    "timeoutSeconds": 5,
-                    "namespaceSelector": {
-                        "matchLabels": {"kubernetes.io/metadata.name": namespace}
-                    },
-                    "rules": [
-                        {
-                            "apiGroups": [""],
-                            "apiVersions": ["v1"],
-                            "operations": ["CREATE"],
-                            "resources": ["configmaps"],
-                        }
-                    ],
-                    "clientConfig": {
-                        "url": f"https://127.0.0.1:{port}/validate",
-                        "caBundle": base64.b64encode(ca_pem).decode(),
-                    },
-                }
-            ],
-        }
+        denying_webhook.configuration(
+            name,
+            [rule("", "configmaps", "CREATE")],
+            namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        )
     )
     try:
         # The configuration takes effect once the API server's informer has seen it.

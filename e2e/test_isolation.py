@@ -11,7 +11,6 @@ meet it, and the job's condition says why it was passed over.
 from __future__ import annotations
 
 import copy
-import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -20,8 +19,16 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from e2e.kube import Cluster, kubectl
-from e2e.tenant import GROUP, VERSION, Tenant, compute_job, tenant_identity, voucher
+from e2e.kube import Cluster
+from e2e.tenant import (
+    GROUP,
+    VERSION,
+    Tenant,
+    apply_as_tenant,
+    compute_job,
+    tenant_identity,
+    voucher,
+)
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.waiting import TIMEOUTS, wait_for
 from suanli.members.workload import POD_SECURITY_VERSION
@@ -238,16 +245,7 @@ def test_a_dangerous_template_is_refused_at_apply_and_names_its_fields(
     hub = clusters["hub"]
     body = compute_job(f"bad-{uuid.uuid4().hex[:6]}")
     body["spec"]["template"]["spec"] = template
-    applied = kubectl(
-        hub,
-        f"--as=system:serviceaccount:{tenant_namespace}:tenant",
-        f"--namespace={tenant_namespace}",
-        "apply",
-        "-f",
-        "-",
-        stdin=json.dumps(body),
-        check=False,
-    )
+    applied = apply_as_tenant(hub, tenant_namespace, body)
     assert applied.returncode != 0, applied.stdout
     assert "denied the request" in applied.stderr, applied.stderr
     for path in paths:
@@ -266,16 +264,7 @@ def test_the_tenant_can_still_apply_a_plain_template(
     clusters: dict[str, Cluster], tenant_namespace: str
 ) -> None:
     body = compute_job("plain", run_for="1s")
-    applied = kubectl(
-        clusters["hub"],
-        f"--as=system:serviceaccount:{tenant_namespace}:tenant",
-        f"--namespace={tenant_namespace}",
-        "apply",
-        "-f",
-        "-",
-        stdin=json.dumps(body),
-        check=False,
-    )
+    applied = apply_as_tenant(clusters["hub"], tenant_namespace, body)
     assert applied.returncode == 0, applied.stderr
 
 

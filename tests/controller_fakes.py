@@ -11,7 +11,7 @@ import asyncio
 import copy
 import heapq
 import itertools
-from collections.abc import Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -86,6 +86,15 @@ class FakeHub:
     patches: list[tuple[str, str | None, str, dict[str, Any]]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     fail_writes: int = 0
+    listed: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Objects by plural, as list_pages serves them (the orphan sweep's ComputeJobs)."""
+
+    async def list_pages(
+        self, plural: str, namespace: str | None = None, *, limit: int
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        items = copy.deepcopy(self.listed.get(plural, []))
+        for start in range(0, len(items), limit):
+            yield items[start : start + limit]
 
     async def patch_status(
         self, plural: str, namespace: str | None, name: str, patch: Mapping[str, Any]
@@ -142,11 +151,41 @@ def gpu_node(name: str, gpus: int = 8, product: str = "NVIDIA-H100-80GB-HBM3") -
     }
 
 
+def selects(selector: str, labels: Mapping[str, str]) -> bool:
+    """Whether a label selector of ``k=v`` and ``k notin (a,b)`` terms selects ``labels``."""
+    for term in _terms(selector):
+        if " notin " in term:
+            key, values = term.split(" notin ", 1)
+            if labels.get(key) in values.strip("()").split(","):
+                return False
+        else:
+            key, value = term.split("=", 1)
+            if labels.get(key) != value:
+                return False
+    return True
+
+
+def _terms(selector: str) -> list[str]:
+    terms, depth, current = [], 0, ""
+    for char in selector:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            terms.append(current)
+            current = ""
+        else:
+            current += char
+    return [*terms, current] if current else terms
+
+
 class FakeLink:
     """A member in memory: Jobs in a dict, and the reports a MemberLink's watches would make."""
 
-    def __init__(self, name: str, events: LinkEvents, nodes: list[Obj]) -> None:
+    def __init__(
+        self, name: str, events: LinkEvents, nodes: list[Obj], *, list_nodes: bool = True
+    ) -> None:
         self.name = name
+        self.list_nodes = list_nodes
+        """Whether start() lists the nodes; False: a test calls :meth:`nodes_listed` itself."""
         self.events = events
         self.nodes = nodes
         self.jobs: dict[tuple[str, str], Obj] = {}
@@ -155,6 +194,7 @@ class FakeLink:
         self.services: list[Obj] = []
         self.copies: dict[tuple[str, str], Obj] = {}
         self.pods: list[Obj] = []  # what list_pods answers
+        self.pod_deletions: list[tuple[str, str, int]] = []
         self.fail_deletes = 0
         self.synced = False
         self.credentials_refused: str | None = None
@@ -162,7 +202,8 @@ class FakeLink:
 
     async def start(self) -> None:
         self.events.on_reachability(self.name, True, "ok")
-        self.events.on_nodes_synced(self.name, self.nodes)
+        if self.list_nodes:
+            self.events.on_nodes_synced(self.name, self.nodes)
         self.events.on_pods_synced(self.name, [])
         self.events.on_jobs_synced(self.name, list(self.jobs.values()))
         self.synced = True
@@ -198,12 +239,44 @@ class FakeLink:
         metadata = body["metadata"]
         self.copies[(metadata["namespace"], metadata["name"])] = copy.deepcopy(body)
 
-    async def delete_copies(self, namespace: str, selector: str) -> None:
-        wanted = dict(term.split("=", 1) for term in selector.split(","))
+    async def delete_copies(self, namespace: str, selector: str) -> int:
+        deleted = 0
         for key, body in list(self.copies.items()):
             labels = body["metadata"].get("labels") or {}
-            if key[0] == namespace and all(labels.get(k) == v for k, v in wanted.items()):
+            if key[0] == namespace and selects(selector, labels):
                 del self.copies[key]
+                deleted += 1
+        return deleted
+
+    async def delete_pods(self, namespace: str, selector: str, grace_seconds: int) -> None:
+        self.pod_deletions.append((namespace, selector, grace_seconds))
+        self.pods = [
+            pod for pod in self.pods if not selects(selector, pod["metadata"].get("labels") or {})
+        ]
+
+    async def list_jobs(self) -> list[Obj]:
+        return copy.deepcopy(list(self.jobs.values()))
+
+    async def list_services(self, selector: str) -> list[Obj]:
+        return [
+            copy.deepcopy(s)
+            for s in self.services
+            if selects(selector, s["metadata"].get("labels") or {})
+        ]
+
+    async def delete_service(self, namespace: str, name: str) -> None:
+        self.services = [
+            s
+            for s in self.services
+            if (s["metadata"]["namespace"], s["metadata"]["name"]) != (namespace, name)
+        ]
+
+    async def list_namespaces(self, selector: str) -> list[Obj]:
+        return [
+            copy.deepcopy(n)
+            for n in self.namespaces
+            if selects(selector, n["metadata"].get("labels") or {})
+        ]
 
     async def list_pods(self, namespace: str, selector: str) -> list[Obj]:
         return copy.deepcopy(self.pods)
@@ -214,6 +287,10 @@ class FakeLink:
             raise ConnectionError(f"member {self.name} does not answer")
         self.deleted.append((namespace, name))
         return self.jobs.pop((namespace, name), None) is not None
+
+    def nodes_listed(self) -> None:
+        """The member's Nodes watch delivers its first list."""
+        self.events.on_nodes_synced(self.name, self.nodes)
 
     def job_of(self, uid: str) -> Obj:
         (job,) = [j for j in self.jobs.values() if j["metadata"]["labels"][JOB_UID_LABEL] == uid]
@@ -241,11 +318,12 @@ class FakeLinks:
 
     nodes: list[Obj] = field(default_factory=lambda: [gpu_node("gpu-1")])
     made: dict[str, FakeLink] = field(default_factory=dict)
+    list_nodes: bool = True
 
     def __call__(
         self, name: str, kubeconfig: str, events: LinkEvents, telemetry: tuple[str, ...]
     ) -> FakeLink:
-        link = FakeLink(name, events, self.nodes)
+        link = FakeLink(name, events, self.nodes, list_nodes=self.list_nodes)
         self.made[name] = link
         return link
 

@@ -208,6 +208,26 @@ def test_a_member_cluster_gets_only_the_exporter() -> None:
     assert container["args"][0] == "exporter"
 
 
+def test_the_exporter_asks_for_the_nodes_gpus_by_a_mount_not_by_its_environment() -> None:
+    pod = find(render(hub__enabled=False, exporter__enabled=True), "DaemonSet")["spec"]
+    pod = pod["template"]["spec"]
+    (container,) = pod["containers"]
+    names = {env["name"] for env in container["env"]}
+    # Members keep the runtime from reading devices from the environment (tenants set it).
+    assert "NVIDIA_VISIBLE_DEVICES" not in names
+    assert "NVIDIA_DRIVER_CAPABILITIES" in names
+    (mount,) = container["volumeMounts"]
+    assert mount["mountPath"] == "/var/run/nvidia-container-devices/all"
+    assert [v["name"] for v in pod["volumes"]] == [mount["name"]]
+    assert "nvidia.com/gpu" not in str(container.get("resources"))
+
+    plain = find(
+        render(hub__enabled=False, exporter__enabled=True, exporter__nvidiaDeviceRequest=False),
+        "DaemonSet",
+    )["spec"]["template"]["spec"]
+    assert "volumeMounts" not in plain["containers"][0] and "volumes" not in plain
+
+
 def test_every_object_is_labelled_and_namespaced_in_the_release(
     variant: list[dict[str, Any]],
 ) -> None:

@@ -15,7 +15,7 @@ import pytest
 from suanli import metrics
 from suanli.api.computejob import ComputeJob
 from suanli.controller.dispatcher import Dispatcher
-from suanli.controller.followup import CLOSE_RETRY_DELAYS
+from suanli.controller.retry import RETRY_DELAYS
 from suanli.options import OperatorOptions
 from tests.controller_fakes import (
     FakeBilling,
@@ -202,7 +202,7 @@ def test_a_job_is_placed_run_and_charged_once_though_its_first_settle_fails() ->
         assert billing.settles == 1
 
         # The retry, after the first delay: the charge lands, then the final status.
-        await world.time.advance(CLOSE_RETRY_DELAYS[0])
+        await world.time.advance(RETRY_DELAYS[0])
         assert billing.settles == 2
         # 3600 s x 2 GPUs at 2.00 per GPU-hour.
         assert billing.charges == {UID: Decimal("4.00")}
@@ -242,19 +242,19 @@ def test_a_close_whose_status_write_fails_is_retried_with_growing_delays() -> No
         }
         world.link.report(UID, done)
         await settle()
-        await world.time.advance(CLOSE_RETRY_DELAYS[0])
+        await world.time.advance(RETRY_DELAYS[0])
         assert billing.settles == 2 and billing.charges == {}
         # The job's status says it failed from the first try on: no attempt can start again.
         assert world.hub.statuses("train")[-1]["phase"] == "Failed"
         world.hub.fail_writes = 1  # now the status write fails: the voucher is not asked
-        await world.time.advance(CLOSE_RETRY_DELAYS[1])
+        await world.time.advance(RETRY_DELAYS[1])
         assert billing.settles == 2 and billing.charges == {}
-        await world.time.advance(CLOSE_RETRY_DELAYS[2])
+        await world.time.advance(RETRY_DELAYS[2])
         assert billing.settles == 3  # it lands, once
         assert billing.charges == {UID: Decimal("0.01")}
         final = world.hub.statuses("train")[-1]
         assert final["phase"] == "Failed" and final["chargedCost"] == "0.01"
-        close_delays = [d for d in world.time.slept if d in CLOSE_RETRY_DELAYS and d > 1.0]
+        close_delays = [d for d in world.time.slept if d in RETRY_DELAYS and d > 1.0]
         assert close_delays[:2] == [2.0, 5.0]
 
     run(test, billing)

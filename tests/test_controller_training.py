@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from suanli.api.computejob import ComputeJob
-from suanli.controller.followup import CLOSE_RETRY_DELAYS
+from suanli.controller.retry import RETRY_DELAYS
 from tests.controller_fakes import FakeBilling, settle
 from tests.test_controller_dispatch import UID, World, admitted_job, run
 
@@ -95,7 +95,7 @@ def test_the_ttl_and_the_copies_removal_wait_for_the_recorded_outcome() -> None:
         # The first settle failed: the outcome is not recorded, the member keeps everything.
         assert "ttlSecondsAfterFinished" not in _remote(world)["spec"]
         assert world.link.copies
-        await world.time.advance(CLOSE_RETRY_DELAYS[0])
+        await world.time.advance(RETRY_DELAYS[0])
         await settle()
         assert _remote(world)["spec"]["ttlSecondsAfterFinished"] == 3600
         assert world.link.copies == {}

@@ -11,9 +11,10 @@ import pytest
 from suanli.api.computejob import PlacementPolicy
 from suanli.api.podpolicy import PodSecurityLevel
 from suanli.api.reasons import JobReason
+from suanli.api.template_needs import MemberOffer, Need, TemplateNeeds
 from suanli.dispatch.capacity import CapacityIndex
 from suanli.dispatch.models import ClusterInfo, JobRequest, NodeInfo, PodInfo, VoucherTerms
-from suanli.dispatch.policy import Rejection, decide
+from suanli.dispatch.policy import Rejection, decide, never_placed
 from suanli.telemetry.reader import GpuTelemetry, NodeTelemetry, TelemetrySnapshot
 
 T0 = 1_750_000_000.0
@@ -415,6 +416,36 @@ def test_a_member_requiring_restricted_is_passed_over_for_a_template_below_it() 
     )
     # A template that meets restricted goes to the cheaper, stricter member.
     assert decide(request(), index).choice.cluster == "member-b"  # type: ignore[union-attr]
+
+
+def test_a_member_that_does_not_offer_what_the_template_asks_is_passed_over_and_says_why() -> None:
+    index = federation(Member("member-a", price="28.00"), Member("member-b", price="20.00"))
+    rdma = frozenset({"rdma/hca"})
+    index.upsert_cluster(
+        ClusterInfo("member-a", "shanghai", {"H100": Decimal("28.00")}, offer=MemberOffer(rdma))
+    )
+    path = "spec.template.spec.containers[0].resources.limits[rdma/hca]"
+    needs = TemplateNeeds(resources=(Need("rdma/hca", path),))
+    decision = decide(request(needs=needs), index)
+    assert decision.choice is not None and decision.choice.cluster == "member-a"
+    assert decision.rejections == {"member-b": Rejection.TEMPLATE_NOT_RUN}
+    assert not Rejection.TEMPLATE_NOT_RUN.transient
+    assert str(decision.reasons[0]) == (
+        f"member-b: {path}: rdma/hca is not among the member's spec.allowedResources"
+    )
+    # The cheaper member takes a job that asks for nothing beyond GPUs.
+    assert decide(request(), index).choice.cluster == "member-b"  # type: ignore[union-attr]
+
+
+def test_a_job_is_never_placed_only_where_every_member_rejects_it_for_good() -> None:
+    full = federation(Member("member-a", used=(8, 8)), Member("member-b", model="A800"))
+    assert not never_placed(request(), full)  # member-a's H100s may free up
+    gone = federation(Member("member-a", ready=False), Member("member-b", model="A800"))
+    assert not never_placed(request(), gone)  # member-a may come back
+    elsewhere = federation(Member("member-b", model="A800"))
+    assert never_placed(request(), elsewhere)
+    assert never_placed(request(clusters=frozenset({"member-c"})), full)
+    assert not never_placed(request(), federation())  # a member may join
 
 
 def test_a_job_only_restricted_members_could_run_waits_as_not_eligible() -> None:

@@ -49,12 +49,13 @@ def test_the_role_grants_exactly_what_the_hub_calls_with_explicit_verbs() -> Non
         ("", "nodes", "watch"),
         ("", "pods", "list"),
         ("", "pods", "watch"),
+        ("", "pods", "deletecollection"),
         *(
             ("batch", "jobs", verb)
             for verb in ("create", "get", "list", "watch", "patch", "delete")
         ),
-        *(("", "namespaces", verb) for verb in ("create", "get", "patch")),
-        ("", "services", "create"),
+        *(("", "namespaces", verb) for verb in ("create", "get", "list", "patch")),
+        *(("", "services", verb) for verb in ("create", "list", "delete")),
         *(
             ("", kind, verb)
             for kind in ("secrets", "configmaps")

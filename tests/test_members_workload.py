@@ -56,8 +56,10 @@ def test_the_remote_job_runs_the_whole_gang_with_gpus_on_the_chosen_model() -> N
     spec = body["spec"]
     assert spec["parallelism"] == spec["completions"] == 4
     assert spec["backoffLimit"] == 0
-    assert spec["activeDeadlineSeconds"] == 7200
+    # maxRuntime (2h) less the default grace (30s): the pods are gone by maxRuntime.
+    assert spec["activeDeadlineSeconds"] == 7200 - 30
     pod = spec["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 30
     limits = pod["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == "8"
     assert _terms(body) == [PRODUCT_TERM]

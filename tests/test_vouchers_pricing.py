@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from suanli.api.catalogue import DEFAULT_CATALOGUE
 from suanli.api.computejob import ComputeJobSpec
 from suanli.api.membercluster import MemberCluster
+from suanli.api.template_needs import MemberOffer
 from suanli.api.voucherquota import VoucherQuota
 from suanli.vouchers.pricing import (
     PriceOffer,
@@ -173,6 +174,7 @@ def test_offers_from_members():
         "CNY",
         cordoned=True,
         accelerator=DEFAULT_CATALOGUE.get("H100"),
+        member=MemberOffer(accelerator_resources=DEFAULT_CATALOGUE.resources),
     )
     assert OFFERS[1].currency == "USD"
 

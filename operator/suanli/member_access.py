@@ -11,14 +11,17 @@ which is its rendered copy) and hands the hub a kubeconfig made from the token S
   second token Secret for the same account (:func:`token_secret`) is how a token is rotated:
   the hub switches to the new kubeconfig, then the old Secret is deleted, which revokes it.
 - ClusterRole ``suanli-hub`` with exactly what the operator calls on a member
-  (``suanli.members.link``): list and watch Nodes and Pods (the capacity index), create, get,
-  list, watch, patch and delete batch Jobs (the remote workloads), create, get and patch
-  Namespaces (one ``suanli-<tenant namespace>`` per tenant), create Services (a gang's headless
-  Service), and create, update and delete-by-label Secrets and ConfigMaps (job-scoped copies of
-  the tenant's data). Nothing else: no reading of Secrets, no Pods of its own, no exec, no RBAC.
+  (``suanli.members.link``): list and watch Nodes and Pods (the capacity index), delete a job's
+  Pods by label with a bounded grace (a deleted job stops within it), create, get, list, watch,
+  patch and delete batch Jobs (the remote workloads), create, get, list and patch Namespaces
+  (one ``suanli-<tenant namespace>`` per tenant; listed by label, for the orphan sweep),
+  create, list and delete Services (a gang's headless Service, and orphans), and create,
+  update and delete-by-label Secrets and ConfigMaps (job-scoped copies of the tenant's data).
+  Nothing else: no reading of Secrets, no Pods of its own, no exec, no RBAC.
 - A ValidatingAdmissionPolicy and its binding, because RBAC cannot narrow ``create
   namespaces`` to some names or labels. For requests of the hub's identity only, it refuses:
-  any Pod created directly (the hub makes Jobs; the member's Job controller makes the Pods);
+  any Pod created directly (the hub makes Jobs; the member's Job controller makes the Pods), and
+  Pods deleted outside ``suanli-*`` namespaces;
   Namespaces not named ``suanli-*``, or without ``pod-security.kubernetes.io/enforce`` set to
   one of the Pod Security levels suanli places jobs under (baseline, restricted); Jobs, Services,
   Secrets and ConfigMaps outside ``suanli-*`` namespaces (RBAC grants these cluster-wide; the
@@ -90,16 +93,20 @@ def hub_rules() -> list[dict[str, Any]]:
         # The capacity index: every Node, every Pod's GPU requests (list, then watch).
         _rule("", ("nodes",), ("list", "watch")),
         _rule("", ("pods",), ("list", "watch")),
+        # A deleted job's pods, by label, each given at most the platform's grace to stop.
+        _rule("", ("pods",), ("deletecollection",)),
         # The remote workloads: created (AlreadyExists, then read), followed, withdrawn, and
         # given a TTL once the hub recorded how they ended.
         _rule("batch", ("jobs",), ("create", "get", "list", "watch", "patch", "delete")),
-        # A gang's headless Service (owned by its Job: the member's garbage collector removes it).
-        _rule("", ("services",), ("create",)),
+        # A gang's headless Service (owned by its Job: the member's garbage collector removes
+        # it); listed and deleted by the orphan sweep when its job is gone from the hub.
+        _rule("", ("services",), ("create", "list", "delete")),
         # Job-scoped copies of the tenant's Secrets and ConfigMaps: written whole, never read,
         # removed by label when the job ends.
         _rule("", ("secrets", "configmaps"), ("create", "update", "deletecollection")),
-        # One namespace per tenant: created, read when it exists, its labels kept current.
-        _rule("", ("namespaces",), ("create", "get", "patch")),
+        # One namespace per tenant: created, read when it exists, its labels kept current;
+        # listed (by suanli's label) for the orphan sweep.
+        _rule("", ("namespaces",), ("create", "get", "list", "patch")),
     ]
 
 
@@ -151,7 +158,7 @@ def guard_policy(spec: AccessSpec) -> dict[str, Any]:
                     {
                         "apiGroups": [""],
                         "apiVersions": ["v1"],
-                        "operations": ["CREATE"],
+                        "operations": ["CREATE", "DELETE"],
                         "resources": ["pods"],
                     },
                     {
@@ -177,8 +184,15 @@ def guard_policy(spec: AccessSpec) -> dict[str, Any]:
             ],
             "validations": [
                 {
-                    "expression": "request.resource.resource != 'pods'",
+                    "expression": "request.resource.resource != 'pods' || "
+                    "request.operation == 'DELETE'",
                     "message": "the suanli hub creates Jobs, never Pods directly",
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": "request.resource.resource != 'pods' || "
+                    f"request.namespace.startsWith('{prefix}')",
+                    "message": f"the suanli hub may only delete Pods in namespaces named {prefix}*",
                     "reason": "Forbidden",
                 },
                 {

@@ -174,3 +174,24 @@ PROGRAM_OWED: Final = Counter(
     "Companies' own shares charged on a programme's vouchers (to be invoiced).",
     ["program", "currency"],
 )
+ORPHANS_REMOVED: Final = Counter(
+    "suanli_orphans_removed_total",
+    "Remote workloads, Services and tenant-data copies removed from members because no "
+    "ComputeJob on the hub has their job uid, by member and kind.",
+    ["member", "kind"],
+)
+DISPATCH_FAILURES: Final = Counter(
+    "suanli_dispatch_failures_total",
+    "Remote creates that failed, by member and why: refused (the member answered 4xx), "
+    "tenant-data (a referenced Secret or ConfigMap missing or refused) or transient.",
+    ["member", "cause"],
+)
+TENANT_DATA_REFUSED: Final = Counter(
+    "suanli_tenant_data_refused_total",
+    "Copies of tenant Secrets and ConfigMaps not written to a member because their keys "
+    "would set a device-selecting variable through envFrom.",
+)
+QUEUE_TIMEOUTS: Final = Counter(
+    "suanli_queue_timeouts_total",
+    "ComputeJobs failed because they waited in the queue longer than --queue-timeout.",
+)

@@ -42,6 +42,17 @@ class OperatorOptions:
     kubeconfig_check_seconds: float = 15.0
     # Placements per job before it fails for good.
     max_attempts: int = 3
+    # Failed remote creates per job (a member refused it, a referenced Secret is missing, no
+    # answer) before it fails for good; a failed create uses no attempt.
+    max_dispatch_failures: int = 5
+    # Seconds a job may wait to be placed before it fails and its hold is released.
+    queue_timeout_seconds: float = 86400.0
+    # The most seconds a job's pods get to stop (terminationGracePeriodSeconds, probes' grace):
+    # a template asking for more is bounded to it, and a deleted job's pods are removed with it.
+    termination_grace_seconds: int = 30
+    # Seconds between sweeps of every member for workloads, Services and copies whose
+    # ComputeJob the hub no longer has.
+    orphan_sweep_seconds: float = 300.0
     # Seconds the API server waits for a webhook's answer (the webhook configuration's
     # timeoutSeconds: Kopf writes 30 into the ones it manages, the chart its own value). A hold
     # whose job is not stored this long after admission is dropped, and a new admission leader

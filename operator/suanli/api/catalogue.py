@@ -43,6 +43,7 @@ from typing import Final
 from suanli.api.accelerators import VENDOR_RESOURCES, Vendor
 from suanli.api.gpu_models import MODEL_LABEL, PRODUCT_LABEL, canonical_model, parse_gpu_product
 from suanli.api.membercluster import MemberCluster
+from suanli.api.template_needs import MemberOffer
 
 ASCEND_CHIP_LABEL: Final = "node.kubernetes.io/npu.chip.name"
 """Set by Ascend Device Plugin to the chip type (``910B3``, ``310P3``)."""
@@ -253,6 +254,21 @@ def member_catalogue(member: MemberCluster, base: Catalogue = DEFAULT_CATALOGUE)
             source=f"MemberCluster {member.metadata.name} spec.accelerators",
         )
         for entry in member.spec.accelerators
+    )
+
+
+def member_offer(member: MemberCluster, catalogue: Catalogue | None = None) -> MemberOffer:
+    """What ``member`` offers a pod template besides GPUs (:mod:`suanli.api.template_needs`).
+
+    Its accelerator resources are every resource its catalogue knows (built-in models and its
+    own entries) and its ``gpuResourceName``: a template may ask for none of them.
+    """
+    spec = member.spec
+    catalogue = catalogue or member_catalogue(member)
+    return MemberOffer(
+        allowed_resources=frozenset(spec.allowed_resources),
+        accelerator_resources=catalogue.resources | {spec.gpu_resource_name},
+        inline_volume_drivers=frozenset(spec.inline_volume_drivers),
     )
 
 

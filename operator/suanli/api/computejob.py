@@ -38,7 +38,11 @@ from suanli.api.common import (
 )
 from suanli.api.meta import AGE_COLUMN, KindInfo, PrinterColumn
 from suanli.api.podpolicy import template_errors
-from suanli.api.references import unportable_errors
+from suanli.api.references import (
+    reference_limit_errors,
+    template_references,
+    unportable_errors,
+)
 from suanli.api.validation import FieldError, duplicate_errors
 
 MAX_REPLICAS: Final = 64
@@ -479,6 +483,7 @@ def validate_computejob(job: ComputeJob) -> list[FieldError]:
     # What the template may contain (host access, steering, accelerators) is the pod policy's.
     errors += template_errors(spec.template)
     errors += unportable_errors(spec.template)
+    errors += reference_limit_errors(template_references(spec.template))
     return errors
 
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from suanli.api.accelerators import VENDOR_RESOURCES, Vendor
+from suanli.api.accelerators import VENDOR_RESOURCES, Vendor, is_accelerator_resource
 from suanli.api.common import (
     DEFAULT_CURRENCY,
     DNS_SUBDOMAIN_PATTERN,
@@ -57,6 +57,11 @@ GPU_RESOURCE_PATTERN: Final = (
 SECRET_KEY_PATTERN: Final = r"^[-._a-zA-Z0-9]+$"
 URL_PATTERN: Final = r"^https?://[^\s/?#]+[^\s]*$"
 URL_MAX: Final = 2048
+MAX_ALLOWED_RESOURCES: Final = 32
+MAX_INLINE_VOLUME_DRIVERS: Final = 16
+
+ResourceName = Annotated[str, Field(pattern=GPU_RESOURCE_PATTERN, max_length=253)]
+DriverName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=63)]
 
 TelemetryURL = Annotated[str, Field(pattern=URL_PATTERN, max_length=URL_MAX)]
 
@@ -194,6 +199,22 @@ class MemberClusterSpec(ApiModel):
         False,
         description="cordoned, when true, stops new jobs from being placed on the member; "
         "jobs already there run on. Defaults to false.",
+    )
+    allowed_resources: list[ResourceName] = set_field(
+        "allowedResources lists the extended resources, other than accelerators, that a job's "
+        "pods may request here (RDMA or SR-IOV network devices, say), at most 32. A job whose "
+        "template requests an extended resource runs only on members that list it; cpu, memory, "
+        "ephemeral-storage and hugepages need no entry. An accelerator resource (the vendors' "
+        "domains, gpuResourceName, accelerators[].resourceName) may not be listed: accelerators "
+        "come from a job's gpusPerReplica only, and are charged.",
+        MAX_ALLOWED_RESOURCES,
+    )
+    inline_volume_drivers: list[DriverName] = set_field(
+        "inlineVolumeDrivers lists the CSI drivers whose inline ephemeral volumes (a pod "
+        "volume of type csi) a job may mount here, at most 16. A job with such a volume runs "
+        "only on members that list its driver; a volume with a nodePublishSecretRef is always "
+        "refused.",
+        MAX_INLINE_VOLUME_DRIVERS,
     )
     pod_security_level: PodSecurityLevel = Field(
         DEFAULT_POD_SECURITY_LEVEL,
@@ -432,10 +453,30 @@ def validate_membercluster(member: MemberCluster) -> list[FieldError]:
     errors += duplicate_errors(
         "spec.telemetryEndpoints", spec.telemetry_endpoints, "telemetry endpoint"
     )
+    errors += _allowed_resource_errors(spec)
     for index, url in enumerate(spec.telemetry_endpoints):
         problem = _url_problem(url)
         if problem:
             errors.append(FieldError(f"spec.telemetryEndpoints[{index}]", problem))
+    return errors
+
+
+def _allowed_resource_errors(spec: MemberClusterSpec) -> list[FieldError]:
+    """An allowed resource may not be an accelerator (the pattern keeps core ones out: they
+    have no domain)."""
+    own = {spec.gpu_resource_name, *(entry.resource for entry in spec.accelerators)}
+    errors = duplicate_errors("spec.allowedResources", spec.allowed_resources, "resource")
+    for index, name in enumerate(spec.allowed_resources):
+        path = f"spec.allowedResources[{index}]"
+        if name in own or is_accelerator_resource(name):
+            errors.append(
+                FieldError(
+                    path,
+                    f"{name} is an accelerator resource: accelerators come from a job's "
+                    "gpusPerReplica only, and are charged; remove it",
+                )
+            )
+    errors += duplicate_errors("spec.inlineVolumeDrivers", spec.inline_volume_drivers, "CSI driver")
     return errors
 
 

@@ -17,7 +17,10 @@ Two entry points:
   * volumes: only the types the ``restricted`` level allows (configMap, csi, downwardAPI,
     emptyDir, ephemeral, persistentVolumeClaim, projected, secret). Baseline only forbids
     hostPath, but the other in-tree types (nfs, iscsi, rbd, cephfs, gitRepo, flexVolume, ...)
-    are mounted by the member's kubelet with the node's own reach and credentials.
+    are mounted by the member's kubelet with the node's own reach and credentials. A generic
+    ephemeral volume may not name a volume, select volumes or clone a data source, and an
+    inline CSI volume may not carry a node-publish Secret (which drivers a member runs inline
+    is :mod:`suanli.api.template_needs`'s).
   * steering: ``nodeName``, node selectors and node-affinity terms on accelerator, suanli or
     host-identity labels, node-affinity ``matchFields``, any ``tolerations`` (the operator adds
     the one toleration the job needs), ``schedulerName``, ``runtimeClassName``, and pod
@@ -733,6 +736,44 @@ def _device_requests(pod: _Pod) -> Iterator[FieldError]:
                 )
 
 
+# A generic ephemeral volume is a claim the member's default provisioner makes for the pod's
+# life; these fields would bind it to storage that exists already (another tenant's volume, a
+# snapshot or clone of one) instead.
+EPHEMERAL_CLAIM_REFUSALS: Final[Mapping[str, str]] = {
+    "volumeName": "would bind the claim to an existing PersistentVolume",
+    "selector": "would bind the claim to existing PersistentVolumes by label",
+    "dataSource": "would fill the volume from an existing claim or snapshot",
+    "dataSourceRef": "would fill the volume from an existing claim, snapshot or populator",
+}
+
+
+def _storage_reach(pod: _Pod) -> Iterator[FieldError]:
+    for index, raw in enumerate(_items(pod.spec.get("volumes"))):
+        volume = _obj(raw)
+        claim = _obj(_obj(_obj(volume.get("ephemeral")).get("volumeClaimTemplate")).get("spec"))
+        for field, why in EPHEMERAL_CLAIM_REFUSALS.items():
+            if _is_set(claim.get(field)):
+                yield _error(
+                    (
+                        *SPEC_PATH,
+                        "volumes",
+                        index,
+                        "ephemeral",
+                        "volumeClaimTemplate",
+                        "spec",
+                        field,
+                    ),
+                    f"{why}; remove it: an ephemeral volume is new, empty storage for the pod's "
+                    "life",
+                )
+        if _is_set(_obj(volume.get("csi")).get("nodePublishSecretRef")):
+            yield _error(
+                (*SPEC_PATH, "volumes", index, "csi", "nodePublishSecretRef"),
+                "would hand a Secret to the member's CSI driver on the node; remove it: inline "
+                "CSI volumes run without credentials",
+            )
+
+
 def _loopback_probe_hosts(pod: _Pod) -> Iterator[FieldError]:
     # Baseline allows these, but on a member the node's loopback is the member's, not the job's.
     for path, host in _probe_hosts(pod):
@@ -750,6 +791,7 @@ HUB_CHECKS: Final[tuple[Check, ...]] = (
     _credentials,
     _accelerator_resources,
     _device_requests,
+    _storage_reach,
 )
 
 _LEVEL_CHECKS: Final[Mapping[PodSecurityLevel, tuple[Check, ...]]] = {

@@ -20,11 +20,13 @@ the pod without them, so admission does too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
+from suanli.api.accelerators import is_device_env
+from suanli.api.common import is_dns_subdomain
 from suanli.api.validation import FieldError, PathPart, join_path
 
 TEMPLATE_PATH: tuple[PathPart, ...] = ("spec", "template", "spec")
@@ -52,12 +54,15 @@ class Reference:
         path: the naming field from the ComputeJob's root, e.g.
             ``spec.template.spec.containers[0].env[1].valueFrom.secretKeyRef.name``.
         optional: Kubernetes runs the pod without it.
+        env_prefix: for an ``envFrom`` source, the prefix its keys get as variable names
+            (``""`` without one); None for every other reference.
     """
 
     kind: DataKind
     name: str
     path: str
     optional: bool = False
+    env_prefix: str | None = None
 
 
 def _obj(value: Any) -> Mapping[str, Any]:
@@ -68,13 +73,20 @@ def _items(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-_Named = tuple[DataKind, dict[str, Any], str, tuple[PathPart, ...]]
-"""(kind, the object holding the name, the name's key, the path to that object)."""
+_Named = tuple[DataKind, dict[str, Any], str, tuple[PathPart, ...], str | None]
+"""(kind, the object holding the name, the name's key, the path to that object, the envFrom
+prefix or None)."""
 
 
-def _named(kind: DataKind, holder: Any, key: str, path: tuple[PathPart, ...]) -> Iterator[_Named]:
+def _named(
+    kind: DataKind,
+    holder: Any,
+    key: str,
+    path: tuple[PathPart, ...],
+    env_prefix: str | None = None,
+) -> Iterator[_Named]:
     if isinstance(holder, dict) and isinstance(holder.get(key), str) and holder[key]:
-        yield (kind, holder, key, path)
+        yield (kind, holder, key, path, env_prefix)
 
 
 def _spec_names(spec: Any, base: tuple[PathPart, ...]) -> Iterator[_Named]:
@@ -119,14 +131,21 @@ def _spec_names(spec: Any, base: tuple[PathPart, ...]) -> Iterator[_Named]:
             for from_index, raw_env_from in enumerate(_items(container.get("envFrom"))):
                 from_at = (*at, "envFrom", from_index)
                 env_from = _obj(raw_env_from)
+                prefix = env_from.get("prefix")
+                prefix = prefix if isinstance(prefix, str) else ""
                 yield from _named(
-                    DataKind.SECRET, env_from.get("secretRef"), "name", (*from_at, "secretRef")
+                    DataKind.SECRET,
+                    env_from.get("secretRef"),
+                    "name",
+                    (*from_at, "secretRef"),
+                    prefix,
                 )
                 yield from _named(
                     DataKind.CONFIG_MAP,
                     env_from.get("configMapRef"),
                     "name",
                     (*from_at, "configMapRef"),
+                    prefix,
                 )
 
 
@@ -134,24 +153,87 @@ def template_references(template: Mapping[str, Any]) -> list[Reference]:
     """Every Secret and ConfigMap ``template`` (a ComputeJob's ``spec.template``) names, in the
     order of the template, with the field that names it."""
     return [
-        Reference(kind, holder[key], join_path((*path, key)), holder.get("optional") is True)
-        for kind, holder, key, path in _spec_names(_obj(template).get("spec"), TEMPLATE_PATH)
+        Reference(
+            kind, holder[key], join_path((*path, key)), holder.get("optional") is True, prefix
+        )
+        for kind, holder, key, path, prefix in _spec_names(
+            _obj(template).get("spec"), TEMPLATE_PATH
+        )
     ]
 
 
 def rename_references(template: dict[str, Any], rename: Callable[[DataKind, str], str]) -> None:
     """Replace, in place, every Secret and ConfigMap name ``template`` holds by
     ``rename(kind, name)``: the names of the copies on a member."""
-    for kind, holder, key, _ in list(_spec_names(template.get("spec"), TEMPLATE_PATH)):
+    for kind, holder, key, _, _ in list(_spec_names(template.get("spec"), TEMPLATE_PATH)):
         holder[key] = rename(kind, holder[key])
 
 
-def referenced_names(template: Mapping[str, Any]) -> dict[DataKind, set[str]]:
-    """The distinct names per kind: what is copied to the member."""
-    names: dict[DataKind, set[str]] = {kind: set() for kind in DataKind}
-    for reference in template_references(template):
-        names[reference.kind].add(reference.name)
-    return names
+MAX_DISTINCT_REFERENCES: Final = 64
+"""Distinct Secrets and ConfigMaps one template may name: each is read at admission and at
+every resync, and copied to the member."""
+
+
+def reference_limit_errors(references: Sequence[Reference]) -> list[FieldError]:
+    """Names that cannot be an object's (so no read is made for them), and more distinct
+    objects than :data:`MAX_DISTINCT_REFERENCES`."""
+    errors = [
+        FieldError(
+            reference.path,
+            f"{reference.name!r} is not a valid {reference.kind} name (a DNS-1123 subdomain: "
+            "lower-case letters, digits, '-' and '.', at most 253)",
+        )
+        for reference in references
+        if not is_dns_subdomain(reference.name)
+    ]
+    distinct = {(r.kind, r.name) for r in references}
+    if len(distinct) > MAX_DISTINCT_REFERENCES:
+        errors.append(
+            FieldError(
+                "spec.template.spec",
+                f"names {len(distinct)} distinct Secrets and ConfigMaps; at most "
+                f"{MAX_DISTINCT_REFERENCES} may be named (merge some into one)",
+            )
+        )
+    return errors
+
+
+def device_env_errors(
+    references: Sequence[Reference], keys: Mapping[tuple[DataKind, str], Iterable[str]]
+) -> list[FieldError]:
+    """A field error for each ``envFrom`` source whose keys (``keys``: each source's, as read
+    from the hub) would set a device-selecting variable once prefixed
+    (:func:`~suanli.api.accelerators.is_device_env`): the container runtime would hand the
+    pod devices it does not pay for."""
+    errors: list[FieldError] = []
+    for reference in references:
+        if reference.env_prefix is None:
+            continue
+        named = sorted(
+            f"{reference.env_prefix}{key}"
+            for key in keys.get((reference.kind, reference.name), ())
+            if is_device_env(f"{reference.env_prefix}{key}")
+        )
+        if named:
+            errors.append(
+                FieldError(
+                    reference.path,
+                    f"{reference.kind} {reference.name!r} would set {', '.join(named)} in the "
+                    "container, which makes the node's runtime hand out accelerators; remove "
+                    "those keys (or the prefix): the job's accelerators come from "
+                    "spec.gpusPerReplica",
+                )
+            )
+    return errors
+
+
+def data_keys(kind: DataKind, source: Mapping[str, Any]) -> list[str]:
+    """The keys an ``envFrom`` of ``source`` (a Secret or ConfigMap as served) may turn into
+    variables: ``data``'s, and a ConfigMap's ``binaryData``'s too, on the safe side."""
+    keys = list(_obj(source.get("data")))
+    if kind is DataKind.CONFIG_MAP:
+        keys += list(_obj(source.get("binaryData")))
+    return [str(key) for key in keys]
 
 
 COPYABLE_SECRET_TYPES: frozenset[str] = frozenset(

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from suanli import metrics
+from suanli.api.common import format_duration
 from suanli.api.computejob import ComputeJob, JobPhase
 from suanli.api.membercluster import MemberCluster
 from suanli.api.reasons import JobReason, MemberReason
@@ -30,14 +31,16 @@ from suanli.controller.fleet import MemberFleet, member_link
 from suanli.controller.followup import FollowUp
 from suanli.controller.jobs import JobBook
 from suanli.controller.loops import run_forever
+from suanli.controller.orphans import OrphanSweep
 from suanli.controller.placement import Placement
 from suanli.controller.ports import Clock, Hub, Link, LinkFactory, Obj, Sleep, Spawn
-from suanli.controller.status import JobStatus, StatusWriter, TrackedJob
+from suanli.controller.status import JobStatus, StatusWriter, TrackedJob, whole_seconds
 from suanli.controller.tenant_data import TenantData
 from suanli.controller.workload_sync import WorkloadSync
 from suanli.dispatch.capacity import CapacityIndex
 from suanli.dispatch.models import JobRequest
 from suanli.options import OperatorOptions
+from suanli.vouchers.pricing import Installed
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +103,7 @@ class Dispatcher:
             clock=clock,
             sleep=sleep,
         )
-        self.tenant_data = TenantData(hub=hub, book=self.book, members=self.fleet)
+        self.tenant_data = TenantData(hub=hub, book=self.book, members=self.fleet, events=hub)
         self.followup = FollowUp(
             book=self.book,
             index=self.index,
@@ -127,8 +130,21 @@ class Dispatcher:
             clock=clock,
             tenant_data=self.tenant_data,
             remote_job_ttl=options.remote_job_ttl_seconds,
+            max_grace=options.termination_grace_seconds,
+            max_dispatch_failures=options.max_dispatch_failures,
+            sleep=sleep,
+            give_up=self.followup.give_up,
+            end_attempt=self._end_attempt_now,
         )
         self.followup.recorded = self.sync.finished
+        self.followup.remove_remote = self.sync.withdraw_remote
+        self.orphans = OrphanSweep(
+            hub=hub,
+            book=self.book,
+            members=self.fleet,
+            remove_job=self.sync.remove,
+            grace=options.termination_grace_seconds,
+        )
         # Jobs (uid) deleted whose charge failed: the finalizer's retry takes them up again
         # as they were (their last attempt closed), not as the stored job says.
         self._deleting: dict[str, TrackedJob] = {}
@@ -163,6 +179,8 @@ class Dispatcher:
                 every(self.options.kubeconfig_check_seconds),
                 self.fleet.check_kubeconfigs,
             ),
+            "queue-timeout": (every(WATCHDOG_INTERVAL_SECONDS), self.expire_queued),
+            "orphan-sweep": (every(self.options.orphan_sweep_seconds), self.orphans.sweep),
         }
         loop = asyncio.get_running_loop()
         self._loops = [
@@ -178,6 +196,31 @@ class Dispatcher:
 
     def kick(self) -> None:
         self.placement.kick()
+
+    async def expire_queued(self) -> None:
+        """Fail the jobs that waited to be placed for longer than ``--queue-timeout``: their
+        holds are released rather than parked for ever."""
+        limit = self.options.queue_timeout_seconds
+        for key, why in self.placement.overdue(limit):
+            tracked = self.book.get(key)
+            if tracked is None or tracked.ended or tracked.live_on_member:
+                self.placement.withdraw(key)
+                continue
+            metrics.QUEUE_TIMEOUTS.inc()
+            self.followup.give_up(
+                tracked,
+                JobReason.QUEUE_TIMEOUT,
+                f"waited longer than {format_duration(int(limit))} for a member to run it "
+                f"(the last reason it waited: {why}); submit it again when capacity allows",
+            )
+
+    def installed(self, cluster: str, model: str) -> Installed | None:
+        """The devices of ``model`` on ``cluster``'s nodes, for admission to judge whether a
+        gang could ever fit there; None while the member's nodes are not listed."""
+        if not self.fleet.nodes_listed(cluster):
+            return None
+        capacity = self.index.capacity(cluster, model)
+        return Installed(capacity.total_histogram if capacity is not None else ())
 
     def publish_metrics(self) -> None:
         phases: dict[str, int] = dict.fromkeys((p.value for p in JobPhase), 0)
@@ -265,7 +308,12 @@ class Dispatcher:
     async def job_deleted(self, job: ComputeJob) -> None:
         """The finalizer: stop the remote Job and charge what every attempt used.
 
-        Raises when that could not be done; the finalizer calls again until it is."""
+        The remote workload is removed first (waiting, under the job's lock, for a launch in
+        flight), and the running attempt ends when the member reports the pods gone, at most
+        the job's grace after the deletion: the tenant pays for what its pods held, and no
+        more. A member that does not answer has its copy removed once it does, and the attempt
+        ends at the deletion. Raises when the charge could not be made; the finalizer calls
+        again until it is."""
         uid = job.metadata.uid or ""
         self.placement.withdraw(uid)
         self.index.forget(uid)
@@ -277,11 +325,16 @@ class Dispatcher:
                 return  # finished and charged, or never placed: nothing runs for it
             # Placed by an earlier life of the operator and deleted before this one resumed it.
             tracked = self._track(job)
+        if tracked.deleted_at is None:
+            tracked.deleted_at = whole_seconds(self.clock())
         try:
-            # Money first, from what the hub recorded; then the copy, which a member that does
-            # not answer has removed once it does.
-            await self.followup.charge_deleted(tracked)
-            await self.sync.delete_remote(tracked)
+            attempt = tracked.status.last_attempt
+            end = tracked.deleted_at
+            if attempt is not None and not attempt.ended:
+                end = await self.sync.stop_deleted(tracked, tracked.deleted_at)
+            else:
+                await self.sync.delete_remote(tracked)
+            await self.followup.charge_deleted(tracked, end)
         except Exception:
             self._deleting[uid] = tracked
             raise
@@ -291,6 +344,14 @@ class Dispatcher:
 
     async def _launch(self, tracked: TrackedJob, link: Link, job: ComputeJob) -> None:
         await self.sync.create_remote(tracked, link, job)
+
+    async def _end_attempt_now(self, tracked: TrackedJob, reason: JobReason, message: str) -> None:
+        await self.followup.end_attempt(
+            tracked, reason, message, end=self.clock(), charge_time=True
+        )
+
+    def nodes_synced(self, cluster: str) -> None:
+        self.sync.nodes_synced(cluster)
 
     def jobs_synced(self, cluster: str, remotes: list[Obj]) -> None:
         self.sync.jobs_synced(cluster, remotes)

@@ -75,6 +75,10 @@ class FleetListener(Protocol):
         """``cluster`` has not answered since ``since``, for longer than the grace period."""
         ...
 
+    def nodes_synced(self, cluster: str) -> None:
+        """``cluster``'s Nodes were (re)listed: the pins of its models are known."""
+        ...
+
 
 def member_link(
     name: str, kubeconfig: str, events: LinkEvents, telemetry_endpoints: tuple[str, ...]
@@ -114,6 +118,8 @@ class MemberFleet:
     check_failures: dict[str, str] = field(default_factory=dict)
     # Members whose link's credentials the member refuses (401/403), as last seen.
     _refused: set[str] = field(default_factory=set)
+    # Members whose Nodes have been listed since they were connected: their pins are known.
+    _nodes_listed: set[str] = field(default_factory=set)
 
     # --- what the other parts read (ports.Members) --------------------------------------------
 
@@ -129,6 +135,9 @@ class MemberFleet:
     def pin(self, cluster: str, model: str | None) -> ModelPin | None:
         """The labels of ``model``'s nodes on ``cluster``, to pin the pods to that model."""
         return self._pins.get((cluster, model)) if model else None
+
+    def nodes_listed(self, cluster: str) -> bool:
+        return cluster in self._nodes_listed
 
     def ready_to_place(self) -> bool:
         # Never decide on a partial view: after a (re)start, a member whose pods are not
@@ -172,6 +181,7 @@ class MemberFleet:
         self._kubeconfigs.pop(name, None)
         self.check_failures.pop(name, None)
         self._refused.discard(name)
+        self._nodes_listed.discard(name)
 
     async def stop(self) -> None:
         for link in list(self.links.values()):
@@ -267,6 +277,7 @@ class MemberFleet:
         if self.link_problems.get(name) != (reason, message):  # logged once, not every retry
             logger.warning("member %s not connected: %s", name, message)
         self.link_problems[name] = (reason, message)
+        self._nodes_listed.discard(name)
         self._on_reachability(name, False, message)
 
     async def _read_kubeconfig(self, member: MemberCluster) -> str:
@@ -390,6 +401,8 @@ class MemberFleet:
         for info in infos:
             self._remember_pin(cluster, info)
         self.index.sync_nodes(cluster, infos)
+        self._nodes_listed.add(cluster)
+        self.listener.nodes_synced(cluster)
         self.listener.kick()
 
     def _node(self, cluster: str, kind: str, node: Obj) -> None:

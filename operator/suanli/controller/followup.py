@@ -18,15 +18,14 @@ the job ends the loop: the finalizer charges it instead.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any
 
 from suanli import metrics
 from suanli.api.common import format_money, format_timestamp, parse_timestamp
@@ -43,13 +42,13 @@ from suanli.controller.ports import (
     Sleep,
     Spawn,
 )
+from suanli.controller.retry import delay_after
 from suanli.controller.status import (
     ATTEMPT_MESSAGE_MAX,
     StatusWriter,
     TrackedJob,
     whole_seconds,
 )
-from suanli.controller.tenant_data import copies_selector
 from suanli.dispatch.capacity import CapacityIndex
 from suanli.dispatch.models import JobRequest
 from suanli.kube import NotFoundError
@@ -58,9 +57,6 @@ from suanli.members.failures import pod_failures
 from suanli.members.workload import JOB_UID_LABEL
 
 logger = logging.getLogger(__name__)
-
-CLOSE_RETRY_DELAYS: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
-"""Seconds before each new try to close a job; the last repeats until the charge lands."""
 
 
 @dataclass
@@ -80,6 +76,9 @@ class FollowUp:
     monotonic: Callable[[], float] = time.monotonic
     recorded: Callable[[TrackedJob], Coroutine[Any, Any, None]] | None = None
     """Called once a job's outcome is recorded (workload sync releases its remote Job)."""
+    remove_remote: Callable[[TrackedJob], Awaitable[bool]] | None = None
+    """Deletes a job's remote workload, raising when the member does not answer (workload
+    sync), for a job withdrawn from its member."""
     # Jobs (uid) whose pods the member's scheduler refused, and since when (monotonic).
     _unschedulable_since: dict[str, float] = field(default_factory=dict)
 
@@ -220,7 +219,7 @@ class FollowUp:
                 return
             except Exception as error:
                 metrics.BACKGROUND_TASK_ERRORS.labels("job-close").inc()
-                delay = CLOSE_RETRY_DELAYS[min(tries, len(CLOSE_RETRY_DELAYS) - 1)]
+                delay = delay_after(tries + 1)
                 described = f"{type(error).__name__}: {error}"
                 if described != failing:  # once per cause, not at every try
                     logger.warning(
@@ -340,6 +339,14 @@ class FollowUp:
             tracked.identity.reference(), reason=reason, message=text, warning=True
         )
 
+    def give_up(self, tracked: TrackedJob, reason: str, message: str) -> None:
+        """The job will not run (it waited too long, or no member would take it): close it as
+        failed now, charging what its attempts used and releasing the rest of its hold."""
+        tracked.ended = True  # at once: nothing may place or follow it meanwhile
+        self.index.forget(tracked.key)
+        self.dispatching.withdraw(tracked.key)
+        self.spawn(self.close(tracked, False, reason, f"Failed: {message}", end=self.clock()))
+
     async def _charge_attempts(self, tracked: TrackedJob) -> None:
         try:
             await self.billing.settle(
@@ -349,17 +356,17 @@ class FollowUp:
             metrics.BACKGROUND_TASK_ERRORS.labels("attempt-charge").inc()
             logger.warning("charging %s's ended attempt failed: %s", tracked.request.name, error)
 
-    async def charge_deleted(self, tracked: TrackedJob) -> None:
-        """The job was deleted: its running attempt ends now, charged from the start the hub
-        recorded (no member has to answer), and every attempt is charged and the hold closed.
-        """
+    async def charge_deleted(self, tracked: TrackedJob, end: datetime) -> None:
+        """The job was deleted: its running attempt ends at ``end`` (when its pods were gone,
+        as workload sync saw it), charged from the start the hub recorded, and every attempt
+        is charged and the hold closed."""
         attempt = tracked.status.last_attempt
         # An attempt that ended already (the job was closing) is charged as it ended.
         if attempt is not None and not attempt.ended and attempt.start_time is not None:
             self._close_attempt(
                 tracked,
                 attempt.start_time,
-                whole_seconds(self.clock()),
+                max(attempt.start_time, whole_seconds(end)),
                 JobReason.DELETED,
                 "deleted",
             )
@@ -398,11 +405,9 @@ class FollowUp:
 
     async def _withdraw(self, tracked: TrackedJob, limit: float) -> None:
         cluster = tracked.dispatched_to or ""
-        link = self.members.link(cluster)
-        ref = tracked.status.remote_ref
-        if link is not None and ref is not None:
-            await link.delete_job(ref.namespace, ref.name)
-            await link.delete_copies(ref.namespace, copies_selector(tracked.key))
+        if self.remove_remote is not None:
+            # Raises while the member does not answer: the watchdog tries again next time.
+            await self.remove_remote(tracked)
         await self.end_attempt(
             tracked,
             JobReason.WITHDRAWN_UNSCHEDULABLE,
@@ -430,8 +435,6 @@ class FollowUp:
 
 
 def excluding(request: JobRequest, cluster: str, members: frozenset[str]) -> JobRequest:
-    """``request`` with ``cluster`` taken out of the clusters it may run on."""
-    allowed = request.clusters or members
-    remaining = allowed - {cluster}
-    # An empty set would mean "anywhere"; with nowhere else to go, it stays where it may run.
-    return dataclasses.replace(request, clusters=remaining) if remaining else request
+    """``request`` with ``cluster`` taken out of the clusters it may run on; with nowhere else
+    to go, it stays where it may run."""
+    return request.without(cluster, members) or request

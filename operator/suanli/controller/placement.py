@@ -21,6 +21,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
 from suanli import metrics
@@ -72,6 +73,8 @@ class Placement:
     _waiting_reasons: dict[str, str] = field(default_factory=dict)
     _waiting_due: dict[str, tuple[str, str]] = field(default_factory=dict)
     _marking: set[str] = field(default_factory=set)
+    # Since when each job has waited to be placed (cleared once a placement is recorded).
+    _queued_since: dict[str, datetime] = field(default_factory=dict)
     # Shared by every pass: a pass hands its writes over and ends, so the next pass can place
     # the jobs admitted meanwhile instead of waiting for the slowest write of this one.
     _write_slots: asyncio.Semaphore = field(
@@ -86,12 +89,24 @@ class Placement:
 
     def requeue(self, request: JobRequest) -> None:
         """Place the job again on a later pass (the caller kicks if it should be soon)."""
+        self._queued_since.setdefault(request.key, self.clock())
         self.queue.push(request)
 
     def withdraw(self, key: str) -> None:
         """The job is deleted: out of the queue, and nothing more said about its wait."""
         self.queue.remove(key)
         self.forget_waiting(key)
+        self._queued_since.pop(key, None)
+
+    def overdue(self, limit_seconds: float) -> list[tuple[str, str]]:
+        """The jobs (uid) that have waited to be placed for longer than ``limit_seconds``,
+        each with why it waits, as its status last said."""
+        now = self.clock()
+        return [
+            (key, self._waiting_reasons.get(key, "no member could run it"))
+            for key, since in self._queued_since.items()
+            if (now - since).total_seconds() > limit_seconds and key in self.queue
+        ]
 
     def forget_waiting(self, key: str) -> None:
         self._waiting_reasons.pop(key, None)
@@ -235,6 +250,7 @@ class Placement:
             if self.book.current(tracked):
                 self.queue.push(tracked.request)
             return
+        self._queued_since.pop(key, None)
         created = tracked.identity.created
         if created is not None and len(status.attempts) == 1:
             metrics.DISPATCH_SECONDS.observe(max(0.0, (now - created).total_seconds()))

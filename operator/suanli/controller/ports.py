@@ -7,7 +7,7 @@ fails on demand, a member link that keeps Jobs in a dict.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -76,13 +76,23 @@ class Link(Protocol):
 
     async def delete_job(self, namespace: str, name: str) -> bool: ...
 
+    async def delete_pods(self, namespace: str, selector: str, grace_seconds: int) -> None: ...
+
+    async def list_jobs(self) -> list[Obj]: ...
+
+    async def list_services(self, selector: str) -> list[Obj]: ...
+
+    async def delete_service(self, namespace: str, name: str) -> None: ...
+
+    async def list_namespaces(self, selector: str) -> list[Obj]: ...
+
     async def set_job_ttl(self, namespace: str, name: str, seconds: int) -> bool: ...
 
     async def create_service(self, body: Obj) -> None: ...
 
     async def apply_copy(self, body: Obj) -> None: ...
 
-    async def delete_copies(self, namespace: str, selector: str) -> None: ...
+    async def delete_copies(self, namespace: str, selector: str) -> int: ...
 
     async def list_pods(self, namespace: str, selector: str) -> list[Obj]: ...
 
@@ -102,6 +112,10 @@ class Members(Protocol):
 
     def pin(self, cluster: str, model: str | None) -> ModelPin | None: ...
 
+    def nodes_listed(self, cluster: str) -> bool:
+        """Whether the member's Nodes have been listed since its link (re)connected."""
+        ...
+
     def ready_to_place(self) -> bool:
         """Whether every member that answers has listed its pods (a fair view to decide on)."""
         ...
@@ -119,5 +133,13 @@ class Dispatching(Protocol):
         ...
 
 
-class Hub(StatusPatcher, EventRecorder, SecretReader, TenantDataReader, Protocol):
+class PagedLister(Protocol):
+    """Lists the hub's objects of one kind a page at a time (:meth:`suanli.kube.Hub.list_pages`)."""
+
+    def list_pages(
+        self, plural: str, namespace: str | None = None, *, limit: int
+    ) -> AsyncIterator[list[dict[str, Any]]]: ...
+
+
+class Hub(StatusPatcher, EventRecorder, SecretReader, TenantDataReader, PagedLister, Protocol):
     """The hub's API server, as the controller uses it (:class:`suanli.kube.Hub`)."""

@@ -298,6 +298,13 @@ class TrackedJob:
     # False while the status holds changes not written yet (a new job's admission record).
     written: bool = True
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Held while the job's remote workload is made or removed, so a deletion never runs while a
+    # launch is between its awaits (and the launch, once it has the lock, sees the deletion).
+    remote_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Remote creates that failed for this job (a failed create uses no attempt; see
+    # workload_sync); and when its deletion was seen, kept across the finalizer's retries.
+    dispatch_failures: int = 0
+    deleted_at: datetime | None = None
 
     @classmethod
     def of(

@@ -131,6 +131,9 @@ class ModelCapacity:
     """(free GPUs on a node, number of such nodes), nodes with none free left out."""
     allocatable_histogram: tuple[tuple[int, int], ...]
     """(allocatable GPUs on a schedulable node, number of such nodes)."""
+    total_histogram: tuple[tuple[int, int], ...] = ()
+    """(GPUs installed on a node, number of such nodes), every node of the model, schedulable
+    or not: the largest gang the member could ever run."""
     _fits_now: dict[int, int] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
@@ -290,6 +293,7 @@ class _ModelAggregate:
         "members",
         "schedulable_nodes",
         "total",
+        "total_histogram",
         "unhealthy",
         "untracked",
         "util_count",
@@ -311,6 +315,7 @@ class _ModelAggregate:
         self.util_count = 0
         self.free_histogram: dict[int, int] = {}
         self.allocatable_histogram: dict[int, int] = {}
+        self.total_histogram: dict[int, int] = {}
         self.view: ModelCapacity | None = None
 
     def apply(self, node: _Node, share: _Share, sign: int) -> None:
@@ -324,6 +329,8 @@ class _ModelAggregate:
             _bump(self.allocatable_histogram, share.allocatable, sign)
         if share.free:
             _bump(self.free_histogram, share.free, sign)
+        if share.total:
+            _bump(self.total_histogram, share.total, sign)
         if share.fresh:
             self.fresh_nodes += sign
         self.total += sign * share.total
@@ -354,6 +361,7 @@ class _ModelAggregate:
                 ),
                 free_histogram=tuple(sorted(self.free_histogram.items())),
                 allocatable_histogram=tuple(sorted(self.allocatable_histogram.items())),
+                total_histogram=tuple(sorted(self.total_histogram.items())),
             )
         return self.view
 

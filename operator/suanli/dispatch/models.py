@@ -12,12 +12,20 @@ set and dict operations.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
-from suanli.api.catalogue import DEFAULT_CATALOGUE, Accelerator, Catalogue, meets, member_catalogue
+from suanli.api.catalogue import (
+    DEFAULT_CATALOGUE,
+    Accelerator,
+    Catalogue,
+    meets,
+    member_catalogue,
+    member_offer,
+)
 from suanli.api.common import ConditionStatus, find_condition
 from suanli.api.computejob import ComputeJob, PlacementPolicy
 from suanli.api.gpu_models import canonical_model
@@ -29,6 +37,13 @@ from suanli.api.podpolicy import (
     template_errors,
 )
 from suanli.api.reasons import MemberConditionType, MemberReason
+from suanli.api.template_needs import (
+    GPUS_ONLY,
+    NOTHING_BEYOND_GPUS,
+    MemberOffer,
+    TemplateNeeds,
+    template_needs,
+)
 from suanli.api.voucherquota import VoucherQuota
 from suanli.vouchers.pricing import price_cap
 
@@ -62,6 +77,8 @@ class ClusterInfo:
     """The Pod Security Standards level the member requires of the pods it runs."""
     catalogue: Catalogue = DEFAULT_CATALOGUE
     """The accelerator catalogue as the member declares it (built-in plus its entries)."""
+    offer: MemberOffer = NOTHING_BEYOND_GPUS
+    """What the member runs in a template besides GPUs (extended resources, CSI drivers)."""
 
     @classmethod
     def from_member(cls, member: MemberCluster) -> ClusterInfo:
@@ -91,6 +108,7 @@ class ClusterInfo:
             ready = False
             message = ready_condition.message or ready_condition.reason
         spec = member.spec
+        catalogue = member_catalogue(member)
         return cls(
             name=name,
             region=spec.region,
@@ -101,7 +119,8 @@ class ClusterInfo:
             cordoned=spec.cordoned,
             gpu_resource=spec.gpu_resource_name,
             pod_security_level=spec.pod_security_level,
-            catalogue=member_catalogue(member),
+            catalogue=catalogue,
+            offer=member_offer(member, catalogue),
         )
 
 
@@ -188,10 +207,19 @@ class JobRequest:
     A tuple, not a dict, so the record stays hashable."""
     capability: CapabilityRequest | None = None
     """What each device must offer; None when the job asks by model names only."""
+    needs: TemplateNeeds = GPUS_ONLY
+    """What the template asks of a member besides GPUs (extended resources, CSI drivers)."""
 
     @property
     def total_gpus(self) -> int:
         return self.replicas * self.gpus_per_replica
+
+    def without(self, cluster: str, members: frozenset[str]) -> JobRequest | None:
+        """The request with ``cluster`` taken out of the clusters it may run on (``members``
+        when it names none); None when that leaves none."""
+        remaining = (self.clusters or members) - {cluster}
+        # An empty set would mean "anywhere": with nowhere else to go there is no request.
+        return dataclasses.replace(self, clusters=remaining) if remaining else None
 
     def shortfall(self, level: PodSecurityLevel) -> str | None:
         """Why the template does not meet ``level`` (its first failing field), or None if it
@@ -230,6 +258,7 @@ class JobRequest:
             submitted_at=submitted_at,
             voucher=terms,
             unmet_levels=unmet_levels(spec.template),
+            needs=template_needs(spec.template),
             capability=(
                 CapabilityRequest(
                     min_fp16_tflops=spec.capability.min_fp16_tflops,

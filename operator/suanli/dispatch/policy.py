@@ -9,7 +9,9 @@ Filters, in the order a reason is reported (the first that fails is the cluster'
 2. the voucher's terms: its allowed clusters and its currency (prices must be in it);
 3. the member's Pod Security level: a job whose template does not meet the level the member
    requires (``restricted``, say) never goes there, and the message names the first field
-   that falls short;
+   that falls short; nor does a job whose template asks for an extended resource or inline
+   CSI driver the member does not offer, or for one of its accelerator resources
+   (:func:`~suanli.api.template_needs.unmet_need`, the rule admission's pricing applies too);
 4. the member's state: Ready, not cordoned;
 5. the GPU model: one the job accepts (empty: any) and the voucher allows (empty: any), whose
    devices meet the job's capability request (``spec.capability``: FP16 TFLOPS, memory,
@@ -47,6 +49,7 @@ from typing import Final, NamedTuple
 from suanli.api.common import format_money
 from suanli.api.computejob import PlacementPolicy
 from suanli.api.reasons import JobReason
+from suanli.api.template_needs import unmet_need
 from suanli.dispatch.capacity import CapacityIndex, ModelCapacity
 from suanli.dispatch.models import ClusterInfo, JobRequest
 
@@ -64,6 +67,7 @@ class Rejection(StrEnum):
     NOT_ALLOWED_BY_VOUCHER = "NotAllowedByVoucher"
     CURRENCY_MISMATCH = "CurrencyMismatch"
     POD_SECURITY_LEVEL = "PodSecurityLevel"
+    TEMPLATE_NOT_RUN = "TemplateNotRun"
     NOT_READY = "NotReady"
     CORDONED = "Cordoned"
     NO_ACCEPTED_MODEL = "NoAcceptedModel"
@@ -84,12 +88,30 @@ class Rejection(StrEnum):
 _TRANSIENT: Final = frozenset(
     {Rejection.NO_CAPACITY, Rejection.HELD_FOR_QUEUED_JOB, Rejection.NOT_CHOSEN}
 )
+# Verdicts that only a change of the job, or of a member's spec or nodes, could lift: neither
+# freed capacity nor a member coming back changes them.
+_LASTING: Final = frozenset(
+    {
+        Rejection.NOT_IN_JOB_CLUSTERS,
+        Rejection.REGION_NOT_ALLOWED,
+        Rejection.NOT_ALLOWED_BY_VOUCHER,
+        Rejection.CURRENCY_MISMATCH,
+        Rejection.POD_SECURITY_LEVEL,
+        Rejection.TEMPLATE_NOT_RUN,
+        Rejection.NO_ACCEPTED_MODEL,
+        Rejection.NO_CAPABLE_MODEL,
+        Rejection.NOT_PRICED,
+        Rejection.PRICE_ABOVE_HOLD,
+        Rejection.TOO_SMALL,
+    }
+)
 _SHORT: Final = {
     Rejection.NOT_IN_JOB_CLUSTERS: "not in spec.placement.clusters",
     Rejection.REGION_NOT_ALLOWED: "region not allowed",
     Rejection.NOT_ALLOWED_BY_VOUCHER: "not allowed by the voucher",
     Rejection.CURRENCY_MISMATCH: "other currency",
     Rejection.POD_SECURITY_LEVEL: "template below its Pod Security level",
+    Rejection.TEMPLATE_NOT_RUN: "does not run what the template asks besides GPUs",
     Rejection.NOT_READY: "not Ready",
     Rejection.CORDONED: "cordoned",
     Rejection.NO_ACCEPTED_MODEL: "no accepted GPU model",
@@ -229,6 +251,15 @@ class Decision:
         return tuple(others + rest)
 
 
+def never_placed(job: JobRequest, index: CapacityIndex) -> bool:
+    """Whether no member registered now could ever take ``job`` as it stands: each rejects it
+    for a lasting reason (not for capacity, readiness or a cordon). With no member at all the
+    answer is no: one may join."""
+    decision = decide(job, index)
+    codes = decision.rejections
+    return decision.choice is None and bool(codes) and all(c in _LASTING for c in codes.values())
+
+
 def decide(
     job: JobRequest,
     index: CapacityIndex,
@@ -306,6 +337,7 @@ def _static_code(job: JobRequest, info: ClusterInfo) -> Rejection | None:
         ),
         (voucher is not None and voucher.currency != info.currency, Rejection.CURRENCY_MISMATCH),
         (job.shortfall(info.pod_security_level) is not None, Rejection.POD_SECURITY_LEVEL),
+        (unmet_need(job.needs, info.offer) is not None, Rejection.TEMPLATE_NOT_RUN),
         (not info.ready, Rejection.NOT_READY),
         (info.cordoned, Rejection.CORDONED),
     )
@@ -324,6 +356,7 @@ def _static_message(code: Rejection, job: JobRequest, info: ClusterInfo) -> str:
         f"{paying}",
         Rejection.POD_SECURITY_LEVEL: f"requires Pod Security level {info.pod_security_level}, "
         f"which the template does not meet: {job.shortfall(info.pod_security_level)}",
+        Rejection.TEMPLATE_NOT_RUN: f"{unmet_need(job.needs, info.offer)}",
         Rejection.NOT_READY: f"not Ready{detail}",
         Rejection.CORDONED: "cordoned",
     }[code]
@@ -574,6 +607,7 @@ _STATIC: Final = frozenset(
         Rejection.NOT_ALLOWED_BY_VOUCHER,
         Rejection.CURRENCY_MISMATCH,
         Rejection.POD_SECURITY_LEVEL,
+        Rejection.TEMPLATE_NOT_RUN,
         Rejection.NOT_READY,
         Rejection.CORDONED,
     }

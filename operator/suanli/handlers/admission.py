@@ -32,11 +32,12 @@ from suanli.api.computejob import ComputeJob, validate_computejob
 from suanli.api.kinds import validate_manifest
 from suanli.api.meta import API_VERSION, GROUP, VERSION
 from suanli.api.reasons import VoucherConditionType
+from suanli.api.termination import grace_warnings
 from suanli.api.validation import format_errors, parse
 from suanli.handlers.computejob import FINALIZER
 from suanli.handlers.ledger_writer import VoucherGoneError
 from suanli.handlers.programs import hold_program, judge, program_quote
-from suanli.handlers.references import reference_errors
+from suanli.handlers.references import ReferenceReadTimeoutError, reference_errors
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.voucher_cache import ParsedVoucher, parse_voucher
 from suanli.kube import NotFoundError
@@ -109,8 +110,8 @@ async def computejob_create(
     if not runtime.gate.is_open:
         raise _deny(runtime.gate.refusal, "NotLeader", code=503)
     job = _valid_computejob(_object(body, namespace))
-    if missing := await reference_errors(runtime.hub, job):  # training jobs (issue 19)
-        raise _deny(format_errors(missing), "Invalid")
+    await _check_references(runtime, job)
+    warnings.extend(grace_warnings(job.spec.template, runtime.options.termination_grace_seconds))
     found = await _find_voucher(runtime, job)
     if isinstance(found, str):
         raise _deny(found, "VoucherNotFound")
@@ -157,6 +158,19 @@ async def computejob_create(
         hold_program(runtime, decision.request.uid, program)
     metrics.ADMISSION_DECISIONS.labels("admitted", "").inc()
     metrics.ADMISSION_SECONDS.observe(time.monotonic() - started)
+
+
+async def _check_references(runtime: Runtime, job: ComputeJob) -> None:
+    """Deny a job whose referenced Secrets and ConfigMaps are missing, not copyable, or would
+    set a device-selecting variable; read within a third of the webhook's timeout."""
+    try:
+        refused = await reference_errors(
+            runtime.hub, job, deadline_seconds=runtime.options.webhook_timeout / 3
+        )
+    except ReferenceReadTimeoutError as error:
+        raise _deny(str(error), "ReferencesUnread", code=503) from None
+    if refused:
+        raise _deny(format_errors(refused), "Invalid")
 
 
 def _hold_of(voucher: str, decision: Allowed, program: ProgramQuote | None) -> QuotedHold:

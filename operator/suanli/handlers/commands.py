@@ -82,6 +82,39 @@ def register(subparsers: Any) -> None:
         help="placements per job before it fails (default %(default)s)",
     )
     run.add_argument(
+        "--max-dispatch-failures",
+        type=_positive_int,
+        default=defaults.max_dispatch_failures,
+        help="failed remote creates per job (refused by a member, a missing Secret, no "
+        "answer) before it fails and its hold is released; a failed create uses no attempt "
+        "(default %(default)s)",
+    )
+    run.add_argument(
+        "--queue-timeout",
+        type=_positive_seconds,
+        default=defaults.queue_timeout_seconds,
+        metavar="SECONDS",
+        help="seconds a job may wait to be placed before it fails and its hold is released "
+        "(default %(default)s)",
+    )
+    run.add_argument(
+        "--max-termination-grace",
+        type=_positive_int,
+        default=defaults.termination_grace_seconds,
+        metavar="SECONDS",
+        help="the most seconds a job's pods get to stop: a template's "
+        "terminationGracePeriodSeconds (and its probes') above it is bounded to it "
+        "(default %(default)s)",
+    )
+    run.add_argument(
+        "--orphan-sweep-interval",
+        type=_positive_seconds,
+        default=defaults.orphan_sweep_seconds,
+        metavar="SECONDS",
+        help="seconds between sweeps of every member for workloads, Services and copies "
+        "whose ComputeJob the hub no longer has (default %(default)s)",
+    )
+    run.add_argument(
         "--allow-kubeconfig-exec",
         action="store_true",
         help="let member kubeconfigs use exec or auth-provider credential plugins, which run "
@@ -172,6 +205,16 @@ def _positive_seconds(text: str) -> float:
     return seconds
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return value
+
+
 def _run(args: argparse.Namespace) -> int:
     # Imported here: loading the handlers registers them with Kopf, which only `run` wants.
     from suanli.handlers import operator  # noqa: PLC0415
@@ -188,6 +231,10 @@ def _run(args: argparse.Namespace) -> int:
         member_grace_seconds=args.member_grace,
         unschedulable_seconds=args.unschedulable_timeout,
         max_attempts=args.max_attempts,
+        max_dispatch_failures=args.max_dispatch_failures,
+        queue_timeout_seconds=args.queue_timeout,
+        termination_grace_seconds=args.max_termination_grace,
+        orphan_sweep_seconds=args.orphan_sweep_interval,
         allow_kubeconfig_exec=args.allow_kubeconfig_exec,
         kubeconfig_check_seconds=args.kubeconfig_check_interval,
         webhook_timeout=args.webhook_timeout,

@@ -1,36 +1,74 @@
-"""Admission's check of the tenant data a ComputeJob's template names (I/O around a pure rule).
+"""Admission's check of the tenant data a ComputeJob's template names (I/O around pure rules).
 
-The rule is :func:`suanli.api.references.data_errors`; this reads, from the job's namespace on
-the hub, whether each named Secret and ConfigMap exists (and a Secret's type), so a job whose
-pods could never start on a member is refused at ``kubectl apply`` with the field named.
+The rules are :mod:`suanli.api.references`'s: every required Secret and ConfigMap must exist
+in the job's namespace on the hub (and a Secret be of a type that is copied), and no
+``envFrom`` source may hold keys that, prefixed, set a device-selecting variable. This reads
+each named object once, at most :data:`READ_CONCURRENCY` at a time and within a deadline well
+inside the webhook's timeout, so a job whose pods could never start on a member, or would
+start with devices it does not pay for, is refused at ``kubectl apply`` with the field named.
+The template's names were checked (valid, at most 64 distinct) by ``validate_computejob``
+before any read is made.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Final
 
 from suanli.api.computejob import ComputeJob
-from suanli.api.references import DataKind, data_errors, template_references
+from suanli.api.references import (
+    DataKind,
+    data_errors,
+    data_keys,
+    device_env_errors,
+    template_references,
+)
 from suanli.api.validation import FieldError
 from suanli.controller.ports import TenantDataReader
 from suanli.kube import NotFoundError
 
+READ_CONCURRENCY: Final = 8
+"""Reads of referenced objects in flight at once for one admission."""
 
-async def reference_errors(hub: TenantDataReader, job: ComputeJob) -> list[FieldError]:
-    """Field errors for the template's references that cannot be copied to a member."""
+
+class ReferenceReadTimeoutError(Exception):
+    """The referenced objects could not all be read within the deadline."""
+
+
+async def reference_errors(
+    hub: TenantDataReader, job: ComputeJob, *, deadline_seconds: float
+) -> list[FieldError]:
+    """Field errors for the template's references that cannot, or may not, be copied.
+
+    Raises:
+        ReferenceReadTimeoutError: the reads took longer than ``deadline_seconds``.
+    """
     references = template_references(job.spec.template)
     if not references:
         return []
     namespace = job.metadata.namespace or ""
     keys = sorted({(r.kind, r.name) for r in references})
+    slots = asyncio.Semaphore(READ_CONCURRENCY)
 
-    async def kind_of(kind: DataKind, name: str) -> str | None:
-        try:
-            found = await hub.core_get(kind.plural, namespace, name)
-        except NotFoundError:
-            return None
-        return str(found.get("type") or "Opaque") if kind is DataKind.SECRET else ""
+    async def read(kind: DataKind, name: str) -> dict[str, Any] | None:
+        async with slots:
+            try:
+                return await hub.core_get(kind.plural, namespace, name)
+            except NotFoundError:
+                return None
 
-    types = await asyncio.gather(*(kind_of(kind, name) for kind, name in keys))
-    found = {key: kind for key, kind in zip(keys, types, strict=True) if kind is not None}
-    return data_errors(references, found)
+    try:
+        async with asyncio.timeout(deadline_seconds):
+            bodies = await asyncio.gather(*(read(kind, name) for kind, name in keys))
+    except TimeoutError:
+        raise ReferenceReadTimeoutError(
+            f"reading the {len(keys)} Secrets and ConfigMaps the template names took longer "
+            f"than {deadline_seconds:.0f}s; try again"
+        ) from None
+    sources = {key: body for key, body in zip(keys, bodies, strict=True) if body is not None}
+    found = {
+        key: str(body.get("type") or "Opaque") if key[0] is DataKind.SECRET else ""
+        for key, body in sources.items()
+    }
+    data = {key: data_keys(key[0], body) for key, body in sources.items()}
+    return data_errors(references, found) + device_env_errors(references, data)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from suanli import metrics
 from suanli.api.common import DEFAULT_CURRENCY
+from suanli.api.gpu_models import canonical_model
 from suanli.api.membercluster import MemberCluster
 from suanli.api.voucherprogram import VoucherProgram
 from suanli.api.voucherquota import VoucherQuota
@@ -88,8 +90,16 @@ class Runtime:
         return self._parsed_members()[0]
 
     def price_offers(self) -> list[PriceOffer]:
-        """Every member's price offers (admission prices each job's worst case with them)."""
-        return self._parsed_members()[1]
+        """Every member's price offers (admission prices each job's worst case with them),
+        each with the devices its model has on the member's nodes, so a gang that could
+        never fit there is not priced (nor admitted) for it."""
+        installed = self.dispatcher.installed
+        return [
+            dataclasses.replace(
+                offer, installed=installed(offer.cluster, canonical_model(offer.gpu_model))
+            )
+            for offer in self._parsed_members()[1]
+        ]
 
     def member(self, name: str) -> MemberCluster | None:
         """One MemberCluster as a model, from the same parse as :meth:`member_models`."""

@@ -590,20 +590,76 @@ class MemberLink:
         # An update without a resourceVersion replaces whatever is there: the copy is ours.
         request_json(self._api, "PUT", f"{base}/{quote(name, safe='')}", body=body)
 
-    async def delete_copies(self, namespace: str, selector: str) -> None:
-        """Delete the Secrets and ConfigMaps of ``namespace`` that match label ``selector``."""
-        await self._remote(
+    async def delete_copies(self, namespace: str, selector: str) -> int:
+        """Delete the Secrets and ConfigMaps of ``namespace`` that match label ``selector``;
+        how many there were."""
+        return await self._remote(
             f"delete copies in {namespace}", self._delete_copies, namespace, selector
         )
 
-    def _delete_copies(self, namespace: str, selector: str) -> None:
+    def _delete_copies(self, namespace: str, selector: str) -> int:
+        deleted = 0
         for plural in ("secrets", "configmaps"):
             path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{plural}"
             try:
-                request_json(self._api, "DELETE", path, query=(("labelSelector", selector),))
+                answer = request_json(
+                    self._api, "DELETE", path, query=(("labelSelector", selector),)
+                )
             except ApiError as error:
                 if error.status != 404:
                     raise
+                continue
+            deleted += len((answer or {}).get("items") or [])
+        return deleted
+
+    async def delete_pods(self, namespace: str, selector: str, grace_seconds: int) -> None:
+        """Delete the Pods of ``namespace`` that match ``selector``, each given at most
+        ``grace_seconds`` to stop, whatever its own spec asks."""
+        await self._remote(
+            f"delete Pods in {namespace}",
+            self._delete_pods,
+            namespace,
+            selector,
+            grace_seconds,
+        )
+
+    def _delete_pods(self, namespace: str, selector: str, grace_seconds: int) -> None:
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods"
+        options = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": grace_seconds}
+        try:
+            request_json(
+                self._api, "DELETE", path, body=options, query=(("labelSelector", selector),)
+            )
+        except ApiError as error:
+            if error.status != 404:
+                raise
+
+    async def list_services(self, selector: str) -> list[Obj]:
+        """The Services of every namespace that match label ``selector``."""
+        return await self._remote("list Services", self._list_all, "/api/v1/services", selector)
+
+    async def list_namespaces(self, selector: str) -> list[Obj]:
+        """The Namespaces that match label ``selector``."""
+        return await self._remote("list Namespaces", self._list_all, "/api/v1/namespaces", selector)
+
+    def _list_all(self, path: str, selector: str) -> list[Obj]:
+        answer = request_json(self._api, "GET", path, query=(("labelSelector", selector),))
+        items: list[Obj] = answer.get("items") or []
+        return items
+
+    async def delete_service(self, namespace: str, name: str) -> None:
+        """Delete the Service; one already gone is success."""
+        await self._remote(
+            f"delete Service {namespace}/{name}", self._delete_service, namespace, name
+        )
+
+    def _delete_service(self, namespace: str, name: str) -> None:
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/services/{quote(name, safe='')}"
+        try:
+            request_json(self._api, "DELETE", path)
+        except ApiError as error:
+            if error.status != 404:
+                raise
 
     async def list_pods(self, namespace: str, selector: str) -> list[Obj]:
         """The Pods of ``namespace`` that match label ``selector`` (one page: a job's pods)."""

@@ -31,6 +31,7 @@ from suanli.api.computejob import ComputeJob
 from suanli.api.gpu_models import MODEL_LABEL, PRODUCT_LABEL
 from suanli.api.podpolicy import PodSecurityLevel
 from suanli.api.references import rename_references
+from suanli.api.termination import DEFAULT_TERMINATION_GRACE_SECONDS, bound_graces, pod_lifetime
 from suanli.dispatch.kube import JOB_LABEL
 from suanli.members.rendezvous import (
     add_launcher_env,
@@ -250,15 +251,23 @@ def _pin_to_model(spec: dict[str, Any], pin: ModelPin) -> None:
     ]
 
 
-def remote_job(job: ComputeJob, gpu_resource: str, pin: ModelPin | None) -> dict[str, Any]:
+def remote_job(
+    job: ComputeJob,
+    gpu_resource: str,
+    pin: ModelPin | None,
+    *,
+    max_grace: int = DEFAULT_TERMINATION_GRACE_SECONDS,
+) -> dict[str, Any]:
     """The batch/v1 Job that runs ``job``'s gang on a member.
 
     Every replica gets ``gpusPerReplica`` of the chosen model's resource (``pin.resource``;
     ``gpu_resource``, the member's default, when the pin does not know it) on its first
     container, and a
     required node affinity from ``pin`` (the labels of the chosen model's nodes), so the
-    member's scheduler can only put it on that model. ``activeDeadlineSeconds`` is the job's
-    maxRuntime: the member stops the job when it runs out. Pods are never retried
+    member's scheduler can only put it on that model. Every grace the pods get is bounded by
+    ``max_grace`` (the platform's) and ``activeDeadlineSeconds`` is the job's maxRuntime less
+    that grace (:mod:`suanli.api.termination`): the member stops the job in time for its pods
+    to be gone by maxRuntime, which is what the hold covers. Pods are never retried
     (backoffLimit 0): a retry would run, and be charged, again behind the tenant's back. Pods
     get neither a ServiceAccount token nor Service links (see the module notes). References
     to Secrets and ConfigMaps name the job's copies; a gang's pods get the rendezvous subdomain
@@ -272,6 +281,8 @@ def remote_job(job: ComputeJob, gpu_resource: str, pin: ModelPin | None) -> dict
     metadata = template.setdefault("metadata", {})
     metadata.setdefault("labels", {}).update(labels)
     spec = template.setdefault("spec", {})
+    lifetime = pod_lifetime(int(job.spec.max_runtime.total_seconds()), job.spec.template, max_grace)
+    bound_graces(spec, lifetime.grace)
     spec.setdefault("restartPolicy", "Never")
     spec["automountServiceAccountToken"] = False
     spec["enableServiceLinks"] = False
@@ -305,7 +316,7 @@ def remote_job(job: ComputeJob, gpu_resource: str, pin: ModelPin | None) -> dict
             "completions": replicas,
             "completionMode": "Indexed",
             "backoffLimit": 0,
-            "activeDeadlineSeconds": int(job.spec.max_runtime.total_seconds()),
+            "activeDeadlineSeconds": lifetime.active_deadline,
             "template": template,
         },
     }

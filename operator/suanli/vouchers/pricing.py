@@ -40,10 +40,16 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Final
 
-from suanli.api.catalogue import Accelerator, meets, member_catalogue
+from suanli.api.catalogue import Accelerator, meets, member_catalogue, member_offer
 from suanli.api.common import CENT, format_duration, format_money
 from suanli.api.computejob import ComputeJobSpec
 from suanli.api.membercluster import MemberCluster
+from suanli.api.template_needs import (
+    NOTHING_BEYOND_GPUS,
+    MemberOffer,
+    template_needs,
+    unmet_need,
+)
 from suanli.api.voucherquota import VoucherQuota
 from suanli.vouchers.keys import voucher_key
 from suanli.vouchers.refusals import Refusal, RefusalReason
@@ -52,6 +58,28 @@ SECONDS_PER_HOUR: Final = 3600
 _MICROSECONDS_PER_HOUR: Final = SECONDS_PER_HOUR * 1_000_000
 # How many candidates a refusal message lists before it says "and N more".
 _LIST_AT_MOST: Final = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Installed:
+    """The devices of one model installed on one member, node by node, as its nodes report
+    them (schedulable or not): the largest gang the member could ever run."""
+
+    per_node: tuple[tuple[int, int], ...] = ()
+    """(devices on a node, number of such nodes)."""
+
+    @property
+    def total(self) -> int:
+        return sum(size * nodes for size, nodes in self.per_node)
+
+    @property
+    def largest_node(self) -> int:
+        return max((size for size, _ in self.per_node), default=0)
+
+    def could_run(self, replicas: int, gpus_per_replica: int) -> bool:
+        """Whether ``replicas`` pods of ``gpus_per_replica`` devices each fit on the nodes."""
+        fitting = sum(nodes * (size // gpus_per_replica) for size, nodes in self.per_node)
+        return fitting >= replicas
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +95,9 @@ class PriceOffer:
         cordoned: whether the member takes no new jobs.
         accelerator: the model's catalogue entry as the member declares it (None if unknown),
             for jobs that ask by capability.
+        member: what the member offers a pod template besides GPUs.
+        installed: the model's devices on the member's nodes; None while they are not known
+            (the member's nodes not listed yet), which prices the offer as if a job fit.
     """
 
     cluster: str
@@ -76,6 +107,8 @@ class PriceOffer:
     currency: str
     cordoned: bool = False
     accelerator: Accelerator | None = None
+    member: MemberOffer = NOTHING_BEYOND_GPUS
+    installed: Installed | None = None
 
     def __str__(self) -> str:
         return f"{self.cluster}/{self.gpu_model}"
@@ -98,10 +131,12 @@ def offers_from_members(members: Iterable[MemberCluster]) -> list[PriceOffer]:
             currency=member.spec.currency,
             cordoned=member.spec.cordoned,
             accelerator=catalogue.get(price.gpu_model),
+            member=offered,
         )
         for member in members
         if member.metadata.name
         for catalogue in (member_catalogue(member),)
+        for offered in (member_offer(member, catalogue),)
         for price in member.spec.prices
     ]
     return sorted(offers, key=lambda offer: (offer.cluster, offer.gpu_model))
@@ -361,7 +396,47 @@ def _steps(job: ComputeJobSpec, voucher: VoucherQuota) -> list[_Step]:
             ),
         )
     )
+    needs = template_needs(job.template)
+    if not needs.empty:
+        steps.append(
+            _Step(
+                lambda offer: unmet_need(needs, offer.member) is None,
+                RefusalReason.NO_ELIGIBLE_OFFER,
+                "ComputeJob:spec.template",
+                lambda left: (
+                    "no member the job may use runs its template: "
+                    + "; ".join(
+                        f"{cluster}: {unmet_need(needs, member)}"
+                        for cluster, member in sorted({(o.cluster, o.member) for o in left})[
+                            :_LIST_AT_MOST
+                        ]
+                    )
+                ),
+            )
+        )
+    replicas, per_replica = job.replicas, job.gpus_per_replica
+    steps.append(
+        _Step(
+            lambda offer: (
+                offer.installed is None or offer.installed.could_run(replicas, per_replica)
+            ),
+            RefusalReason.NEVER_FITS,
+            "ComputeJob:spec.gpusPerReplica",
+            lambda left: (
+                f"spec.gpusPerReplica: {replicas} replica(s) of {per_replica} devices fit on no "
+                "member the job may use, even with all their devices free (each replica runs "
+                "on one node): "
+                + ", ".join(f"{o} has {_installed(o.installed)}" for o in left[:_LIST_AT_MOST])
+            ),
+        )
+    )
     return steps
+
+
+def _installed(installed: Installed | None) -> str:
+    if installed is None or not installed.per_node:
+        return "no nodes"
+    return f"{installed.total} in all, at most {installed.largest_node} on a node"
 
 
 def eligible_offers(
@@ -374,7 +449,8 @@ def eligible_offers(
     (``spec.allowedGPUModels``, empty for any), its cluster
     is in the job's ``placement.clusters`` and the voucher's ``allowedClusters`` (each empty
     for any), its region in the job's ``placement.regions`` (empty for any), its currency is
-    the voucher's, and its member is not cordoned.
+    the voucher's, its member is not cordoned, runs what the template asks besides GPUs
+    (:func:`~suanli.api.template_needs.unmet_need`) and has nodes the gang could ever fit on.
     """
     left = tuple(offers)
     name = voucher_key(voucher)

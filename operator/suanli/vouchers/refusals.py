@@ -41,6 +41,8 @@ class RefusalReason(StrEnum):
     """Every member that could run the job prices in another currency than the voucher's."""
     NO_ELIGIBLE_OFFER = "NoEligibleOffer"
     """No uncordoned member offers a GPU model the job accepts where job and voucher allow."""
+    NEVER_FITS = "NeverFits"
+    """The gang fits on no eligible member's nodes even with every device free."""
     CONCURRENT_GPUS_EXCEEDED = "ConcurrentGPUsExceeded"
     """Admitting the job would hold more GPUs at once than ``limits.maxConcurrentGPUs``."""
     CONCURRENT_JOBS_EXCEEDED = "ConcurrentJobsExceeded"
@@ -70,6 +72,7 @@ _JOB_REASONS: Final[dict[RefusalReason, JobReason]] = {
     RefusalReason.GPU_MODEL_NOT_ALLOWED: JobReason.LIMIT_EXCEEDED,
     RefusalReason.CURRENCY_MISMATCH: JobReason.NO_ELIGIBLE_CLUSTER,
     RefusalReason.NO_ELIGIBLE_OFFER: JobReason.NO_ELIGIBLE_CLUSTER,
+    RefusalReason.NEVER_FITS: JobReason.NO_ELIGIBLE_CLUSTER,
     RefusalReason.CONCURRENT_GPUS_EXCEEDED: JobReason.LIMIT_EXCEEDED,
     RefusalReason.CONCURRENT_JOBS_EXCEEDED: JobReason.LIMIT_EXCEEDED,
     RefusalReason.INSUFFICIENT_BALANCE: JobReason.INSUFFICIENT_BALANCE,
