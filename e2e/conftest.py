@@ -24,7 +24,7 @@ from suanli.devenv.operator_process import OperatorProcess, stop_detached
 from suanli.devenv.providers import is_alive
 from suanli.devenv.toolchain import Toolchain, ensure_toolchain
 from suanli.devenv.topology import default_federation
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 
 # One federation per test session, so concurrent sessions (a developer's and CI's, or two
 # developers' on one machine) never stop each other's clusters.

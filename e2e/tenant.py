@@ -12,7 +12,7 @@ from kubernetes import client
 
 from e2e.kube import Cluster, kubectl
 from suanli.devenv.manifests import RUN_DURATION_ANNOTATION
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 
 GROUP, VERSION = "suanli.io", "v1alpha1"
 

@@ -25,8 +25,8 @@ from suanli.devenv.fakenpu.process import FakeNpuExporter
 from suanli.devenv.manifests import ASCEND_RESOURCE, GPU_RESOURCE, gpu_nodes
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.topology import ASCEND910B, ClusterSpec, NodePool
-from suanli.devenv.waiting import TIMEOUTS, wait_for
 from suanli.dispatch.kube import node_from_k8s
+from suanli.kits.waiting import TIMEOUTS, wait_for
 
 MEMBER = "member-b"
 ASCEND_POOL = ClusterSpec(

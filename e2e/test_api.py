@@ -13,7 +13,7 @@ import yaml
 
 from e2e.kube import Cluster, kubectl
 from suanli.devenv.operator_process import OperatorProcess
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

@@ -27,7 +27,7 @@ from e2e.tenant import GROUP, VERSION, Tenant, compute_job, tenant_identity
 from suanli.devenv import install
 from suanli.devenv.federation import FederationState
 from suanli.devenv.operator_process import OperatorProcess
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 
 Obj = dict[str, Any]
 

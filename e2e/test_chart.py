@@ -38,7 +38,7 @@ from suanli.api.kinds import KINDS
 from suanli.devenv import install
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.toolchain import Toolchain
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 from suanli.rbac import chart_roles
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,7 +27,7 @@ from suanli.devenv import federation
 from suanli.devenv.operator_process import PID_FILE
 from suanli.devenv.providers import is_alive
 from suanli.devenv.toolchain import Toolchain
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 
 # Named like the session's federation (e2e-...-<pid>), so an abandoned one is cleaned up.
 FEDERATION = f"e2e-recover-{os.getpid()}"

@@ -19,7 +19,7 @@ from suanli.devenv.fakenvml import FakeNvmlState, sample_gpus
 from suanli.devenv.fakenvml.exporter_process import FakeGpuExporter
 from suanli.devenv.manifests import GPU_RESOURCE
 from suanli.devenv.operator_process import OperatorProcess
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 
 
 @pytest.fixture

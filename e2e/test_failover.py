@@ -24,7 +24,7 @@ from e2e.tenant import Tenant, compute_job, member_status, wait_member_free_gpus
 from suanli.devenv import federation
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.toolchain import Toolchain
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 from suanli.members.workload import JOB_UID_LABEL
 
 

@@ -20,7 +20,7 @@ from suanli.devenv.manifests import GPU_RESOURCE
 from suanli.devenv.providers import is_alive
 from suanli.devenv.toolchain import Toolchain
 from suanli.devenv.topology import L40S, ClusterSpec, FederationSpec, NodePool, default_federation
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 
 
 def job_pods(cluster: Cluster, namespace: str, job: str) -> list[Any]:

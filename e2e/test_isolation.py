@@ -30,7 +30,7 @@ from e2e.tenant import (
     voucher,
 )
 from suanli.devenv.operator_process import OperatorProcess
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 from suanli.members.workload import POD_SECURITY_VERSION
 
 Obj = dict[str, Any]

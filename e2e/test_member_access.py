@@ -28,7 +28,7 @@ from suanli import member_access
 from suanli.api.reasons import MemberReason
 from suanli.devenv import install
 from suanli.devenv.operator_process import OperatorProcess
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 from suanli.members.kubeconfig import EXEC_FLAG, refusals
 
 HUB_USER = member_access.AccessSpec().username

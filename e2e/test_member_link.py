@@ -26,8 +26,8 @@ from suanli.devenv import federation
 from suanli.devenv.manifests import GPU_RESOURCE, RUN_DURATION_ANNOTATION
 from suanli.devenv.toolchain import Toolchain
 from suanli.devenv.topology import H100, L40S, ClusterSpec, FederationSpec, NodePool
-from suanli.devenv.waiting import TIMEOUTS, wait_for
 from suanli.dispatch.kube import JOB_LABEL, node_from_k8s, pod_from_k8s
+from suanli.kits.waiting import TIMEOUTS, wait_for
 from suanli.members.link import LinkEvents, MemberLink
 from suanli.members.workload import (
     ModelPin,

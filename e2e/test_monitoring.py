@@ -16,7 +16,7 @@ from e2e.kube import Cluster, kubectl
 from e2e.operator_metrics import scrape
 from e2e.tenant import Tenant, compute_job
 from suanli.devenv.operator_process import OperatorProcess
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 from suanli.monitoring import alerts, dashboard
 from suanli.monitoring.promql import exported_names, metric_names
 

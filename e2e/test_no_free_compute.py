@@ -31,7 +31,7 @@ from e2e.tenant import (
     tenant_identity,
 )
 from suanli.devenv.operator_process import OperatorProcess
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 from suanli.members.copies import COPY_LABEL
 from suanli.members.workload import JOB_NAMESPACE_LABEL, JOB_UID_LABEL, MANAGED_BY_LABEL
 

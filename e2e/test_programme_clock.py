@@ -22,7 +22,7 @@ from e2e.kube import Cluster
 from e2e.tenant import GROUP, VERSION, compute_job
 from e2e.test_programmes import VOUCHER, Hub, wait_vouchers
 from suanli.devenv.operator_process import OperatorProcess
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 from suanli.vouchers.holds import HOLD_ANNOTATION as HOLD
 
 SWITCH_IN = timedelta(seconds=20)

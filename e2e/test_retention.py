@@ -24,7 +24,7 @@ from e2e.kube import Cluster
 from e2e.tenant import GROUP, VERSION, Tenant, compute_job
 from suanli.api.common import parse_timestamp
 from suanli.devenv.operator_process import OperatorProcess
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 
 RETENTION = 6  # seconds
 

@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from e2e.kube import Cluster, kubectl
 from e2e.tenant import GROUP, VERSION, Tenant, compute_job, wait_member_free_gpus
 from suanli.devenv.operator_process import OperatorProcess
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 from suanli.members.rendezvous import COMPLETION_INDEX_ANNOTATION, RENDEZVOUS_PORT, service_name
 
 

@@ -17,8 +17,8 @@ from kubernetes.client.exceptions import ApiException
 from e2e.kube import Cluster, kubectl
 from e2e.tenant import GROUP, VERSION, compute_job, tenant_identity, voucher
 from suanli.devenv.operator_process import OperatorProcess
-from suanli.devenv.waiting import TIMEOUTS, wait_for
 from suanli.handlers.computejob import FINALIZER
+from suanli.kits.waiting import TIMEOUTS, wait_for
 from suanli.options import OperatorOptions
 from suanli.vouchers.holds import HOLD_ANNOTATION
 

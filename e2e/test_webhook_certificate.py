@@ -12,8 +12,8 @@ from e2e.kube import Cluster
 from e2e.tenant import Tenant, compute_job
 from suanli.certs import generate_webhook_certificates
 from suanli.devenv.operator_process import OperatorProcess
-from suanli.devenv.waiting import TIMEOUTS, wait_for
 from suanli.handlers.operator import CERT_CHECK_INTERVAL
+from suanli.kits.waiting import TIMEOUTS, wait_for
 
 
 def _served_certificate(port: int) -> str:

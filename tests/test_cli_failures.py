@@ -14,8 +14,8 @@ import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
 from suanli import cli, failures
-from suanli.devenv.waiting import WaitTimeoutError
 from suanli.errors import UserFacingError
+from suanli.kits.waiting import WaitTimeoutError
 
 
 def refusal() -> ApiException:

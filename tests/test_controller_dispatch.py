@@ -15,7 +15,7 @@ import pytest
 from suanli import metrics
 from suanli.api.computejob import ComputeJob
 from suanli.controller.dispatcher import Dispatcher
-from suanli.controller.retry import RETRY_DELAYS
+from suanli.kits.retry import RETRY_DELAYS
 from suanli.options import OperatorOptions
 from tests.controller_fakes import (
     FakeBilling,

@@ -15,7 +15,7 @@ import pytest
 
 from suanli import metrics
 from suanli.api.computejob import ComputeJob
-from suanli.controller.retry import delay_after
+from suanli.kits.retry import delay_after
 from suanli.members.copies import COPY_LABEL
 from suanli.members.link import MemberLinkError
 from suanli.members.workload import (

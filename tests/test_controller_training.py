@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from suanli.api.computejob import ComputeJob
-from suanli.controller.retry import RETRY_DELAYS
+from suanli.kits.retry import RETRY_DELAYS
 from tests.controller_fakes import FakeBilling, settle
 from tests.test_controller_dispatch import UID, World, admitted_job, run
 

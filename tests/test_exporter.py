@@ -27,7 +27,7 @@ from suanli.devenv.fakenvml import (
     write_state,
 )
 from suanli.devenv.fakenvml.exporter_process import FakeGpuExporter, free_port
-from suanli.devenv.waiting import wait_for
+from suanli.kits.waiting import wait_for
 from suanli.telemetry import names
 from suanli.telemetry.exporter import CachedSampler
 from suanli.telemetry.nvml import ErrorCounts, NodeReading

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from suanli.devenv.waiting import wait_for
+from suanli.kits.waiting import wait_for
 from suanli.members.watch import (
     Backoff,
     ResourceGoneError,

@@ -23,7 +23,7 @@ from suanli.devenv.docker_engine import DockerEngine, ensure_engine
 from suanli.devenv.providers import is_alive
 from suanli.devenv.toolchain import Toolchain, ensure_toolchain
 from suanli.devenv.topology import default_federation
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 
 KIND_FEDERATION = f"kind-e2e-{os.getpid()}"
 GROUP, VERSION = "suanli.io", "v1alpha1"

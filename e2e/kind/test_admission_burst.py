@@ -13,7 +13,7 @@ from e2e.kind.conftest import GROUP, VERSION
 from e2e.kube import Cluster
 from e2e.tenant import compute_job, voucher
 from suanli.devenv import kind_install
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 
 # One job: 1 GPU for 1h at the dearest local price (H100, 28.00 CNY).
 ESTIMATE = Decimal("28.00")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from e2e.kube import Cluster
 from e2e.tenant import Tenant, compute_job
 from suanli.devenv import kind_install
-from suanli.devenv.waiting import TIMEOUTS
+from suanli.kits.waiting import TIMEOUTS
 from suanli.members.workload import JOB_NAME_LABEL, JOB_NAMESPACE_LABEL
 
 

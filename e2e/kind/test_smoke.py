@@ -11,7 +11,7 @@ from suanli.devenv import kind_install
 from suanli.devenv.manifests import GPU_RESOURCE
 from suanli.devenv.operator_image import FAKE_GPUS
 from suanli.devenv.providers import NODE_LABEL
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 
 
 def test_a_gpu_job_binds_to_a_kwok_gpu_node_in_a_kind_member(

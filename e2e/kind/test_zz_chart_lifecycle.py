@@ -21,7 +21,7 @@ from e2e.kube import Cluster
 from e2e.tenant import compute_job, voucher
 from suanli.devenv import federation, kind_install
 from suanli.devenv.toolchain import Toolchain
-from suanli.devenv.waiting import TIMEOUTS, wait_for
+from suanli.kits.waiting import TIMEOUTS, wait_for
 
 RELEASE = kind_install.RELEASE
 NAMESPACE = kind_install.NAMESPACE

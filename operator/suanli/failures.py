@@ -18,8 +18,8 @@ import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from suanli.devenv.waiting import WaitTimeoutError
 from suanli.errors import UserFacingError
+from suanli.kits.waiting import WaitTimeoutError
 
 EXIT_FAILURE: Final = 2
 

@@ -30,7 +30,6 @@ from suanli.controller.charging import Billing
 from suanli.controller.fleet import MemberFleet, member_link
 from suanli.controller.followup import FollowUp
 from suanli.controller.jobs import JobBook
-from suanli.controller.loops import run_forever
 from suanli.controller.orphans import OrphanSweep
 from suanli.controller.placement import Placement
 from suanli.controller.ports import Clock, Hub, Link, LinkFactory, Obj, Sleep, Spawn
@@ -39,6 +38,7 @@ from suanli.controller.tenant_data import TenantData
 from suanli.controller.workload_sync import WorkloadSync
 from suanli.dispatch.capacity import CapacityIndex
 from suanli.dispatch.models import JobRequest
+from suanli.kits.loops import run_forever
 from suanli.options import OperatorOptions
 from suanli.vouchers.pricing import Installed
 

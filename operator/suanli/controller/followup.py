@@ -42,7 +42,6 @@ from suanli.controller.ports import (
     Sleep,
     Spawn,
 )
-from suanli.controller.retry import delay_after
 from suanli.controller.status import (
     ATTEMPT_MESSAGE_MAX,
     StatusWriter,
@@ -51,6 +50,7 @@ from suanli.controller.status import (
 )
 from suanli.dispatch.capacity import CapacityIndex
 from suanli.dispatch.models import JobRequest
+from suanli.kits.retry import delay_after
 from suanli.kube import NotFoundError
 from suanli.members.failures import describe as describe_failure
 from suanli.members.failures import pod_failures

@@ -56,11 +56,11 @@ from suanli.api.reasons import JobConditionType, JobReason
 from suanli.api.termination import pod_lifetime
 from suanli.controller.jobs import JobBook
 from suanli.controller.ports import Clock, Dispatching, Link, Members, Obj, Sleep, Spawn
-from suanli.controller.retry import delay_after
 from suanli.controller.status import StatusWriter, TrackedJob, whole_seconds
 from suanli.controller.tenant_data import TenantData
 from suanli.dispatch.capacity import CapacityIndex, OverPlacementError
 from suanli.dispatch.policy import never_placed
+from suanli.kits.retry import delay_after
 from suanli.members.link import MemberLinkError
 from suanli.members.workload import (
     JOB_UID_LABEL,

@@ -26,7 +26,7 @@ from suanli.devenv.topology import (
     default_federation,
     load_federation,
 )
-from suanli.devenv.waiting import TIMEOUTS
+from suanli.kits.waiting import TIMEOUTS
 
 
 def register(subparsers: Any) -> None:

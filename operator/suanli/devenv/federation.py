@@ -28,8 +28,8 @@ from suanli.devenv.manifests import GPU_RESOURCE, MANAGED_BY_LABEL, gpu_nodes
 from suanli.devenv.providers import KindProvider, KwokctlProvider, make_provider
 from suanli.devenv.toolchain import Toolchain, cache_root, toolchain_paths
 from suanli.devenv.topology import ClusterSpec, FederationSpec
-from suanli.devenv.waiting import TIMEOUTS, wait_for
 from suanli.errors import UserFacingError
+from suanli.kits.waiting import TIMEOUTS, wait_for
 
 STATE_FILE: Final = "federation.json"
 DEFAULT_NAME: Final = "suanli"

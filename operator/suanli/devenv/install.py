@@ -24,8 +24,8 @@ from suanli.api.crdgen import generate
 from suanli.api.kinds import KINDS
 from suanli.api.meta import GROUP, VERSION
 from suanli.devenv.federation import ClusterInfo, api_client
-from suanli.devenv.waiting import TIMEOUTS, wait_for
 from suanli.failures import api_message
+from suanli.kits.waiting import TIMEOUTS, wait_for
 from suanli.rbac import all_roles
 
 SYSTEM_NAMESPACE: Final = "suanli-system"

@@ -30,8 +30,8 @@ from suanli.devenv.federation import ClusterInfo, FederationState, api_client
 from suanli.devenv.operator_image import ensure_exporter_image, ensure_operator_image
 from suanli.devenv.providers import NODE_LABEL
 from suanli.devenv.toolchain import KIND, Toolchain
-from suanli.devenv.waiting import wait_for
 from suanli.errors import UserFacingError
+from suanli.kits.waiting import wait_for
 from suanli.leadership import LEADER_LABEL
 
 Log = Callable[[str], None]

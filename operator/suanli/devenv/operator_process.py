@@ -19,8 +19,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from suanli.devenv.providers import is_alive, terminate
-from suanli.devenv.waiting import wait_for
 from suanli.errors import UserFacingError
+from suanli.kits.waiting import wait_for
 from suanli.options import OperatorOptions
 
 

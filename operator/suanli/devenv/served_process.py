@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, ClassVar, Final, Self
 
-from suanli.devenv.waiting import wait_for
+from suanli.kits.waiting import wait_for
 
 LOOPBACK: Final = "127.0.0.1"
 

@@ -26,6 +26,7 @@ from suanli.api.voucherquota import VoucherQuota
 from suanli.handlers.ledger_writer import VoucherGoneError
 from suanli.handlers.pending_holds import seen_stored
 from suanli.handlers.runtime import Runtime
+from suanli.kits.retry import delay_after
 from suanli.kube import ConflictError, NotFoundError
 from suanli.vouchers.holds import read_hold
 from suanli.vouchers.ledger import EntryState, Ledger
@@ -66,8 +67,6 @@ async def _holding_voucher(runtime: Runtime, job: ComputeJob) -> tuple[VoucherQu
 FINALIZER: Final = "suanli.io/finalizer"
 """Held by every ComputeJob until its remote workload is stopped and what it used is charged.
 (The name Kopf used for it before the operator managed it itself, so older jobs keep theirs.)"""
-RETRY_DELAYS: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
-"""Seconds between attempts of a step that failed; the last one repeats until it succeeds."""
 
 
 @kopf.on.event(GROUP, VERSION, "computejobs", id="computejob-events")
@@ -119,7 +118,7 @@ async def _until_done(what: str, step: Callable[[], Awaitable[None]]) -> None:
         except NotFoundError:
             return  # the job is gone, and with it anything left to do for it
         except Exception as error:
-            delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
+            delay = delay_after(attempt + 1)
             logger.warning("%s failed (%s); again in %.0fs", what, error, delay)
             await asyncio.sleep(delay)
 

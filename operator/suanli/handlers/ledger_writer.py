@@ -28,6 +28,7 @@ from suanli import metrics
 from suanli.api.common import Condition, ConditionStatus, set_condition
 from suanli.api.voucherquota import VoucherQuota
 from suanli.handlers.voucher_cache import ParsedVoucher, VoucherCache, parse_voucher
+from suanli.kits.retry import delay_after
 from suanli.kube import ConflictError, Hub, NotFoundError
 from suanli.vouchers.book import VoucherBook
 from suanli.vouchers.conditions import voucher_conditions
@@ -37,8 +38,6 @@ logger = logging.getLogger(__name__)
 
 PLURAL: Final = "voucherquotas"
 MAX_CONFLICTS: Final = 20
-RETRY_DELAYS: Final = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-"""Seconds before writing again after a failed write; the last one repeats."""
 
 LedgerChange = Callable[[Ledger], Ledger]
 
@@ -158,8 +157,8 @@ class LedgerWriter:
             except Exception as error:
                 metrics.BACKGROUND_TASK_ERRORS.labels("voucher-status").inc()
                 metrics.LEDGER_WRITE_ERRORS.labels(self._namespace, self._name).inc()
-                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                 failures += 1
+                delay = delay_after(failures)
                 logger.warning(
                     "writing the status of voucher %s/%s failed (%s); again in %.1fs",
                     self._namespace,

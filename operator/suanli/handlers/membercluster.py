@@ -22,6 +22,7 @@ from suanli.api.meta import GROUP, VERSION
 from suanli.api.reasons import MemberConditionType, MemberReason
 from suanli.dispatch.pflops import STATES, catalogue_fields, federation_summary, pflops_of
 from suanli.handlers.runtime import Runtime
+from suanli.kits.loops import run_forever
 from suanli.members.workload import ModelPin
 
 logger = logging.getLogger(__name__)
@@ -42,19 +43,20 @@ async def membercluster_prime(memo: kopf.Memo, **_: Any) -> None:
         runtime.members[member["metadata"]["name"]] = member
         await runtime.dispatcher.member_upsert(member)
 
-    async def status_loop() -> None:
-        while True:
-            await asyncio.sleep(STATUS_INTERVAL)
-            for name in list(runtime.dispatcher.members):
-                try:
-                    await write_member_status(runtime, name)
-                except Exception:  # one member's failure must not stop the others' status
-                    logger.exception("status of member %s failed", name)
-            summary = federation_summary(runtime.members.values())
-            for state in STATES:
-                metrics.FEDERATION_PFLOPS.labels(state).set(float(getattr(summary, state)))
+    async def write_statuses() -> None:
+        for name in list(runtime.dispatcher.members):
+            try:
+                await write_member_status(runtime, name)
+            except Exception as error:  # one member's failure must not stop the others' status
+                metrics.BACKGROUND_TASK_ERRORS.labels("member-status").inc()
+                logger.warning("status of member %s failed: %s", name, error)
+        summary = federation_summary(runtime.members.values())
+        for state in STATES:
+            metrics.FEDERATION_PFLOPS.labels(state).set(float(getattr(summary, state)))
 
-    runtime.spawn(status_loop())
+    runtime.spawn(
+        run_forever("member-status", lambda: asyncio.sleep(STATUS_INTERVAL), write_statuses)
+    )
 
 
 @kopf.on.cleanup()

@@ -16,6 +16,7 @@ from typing import Final
 
 from suanli import metrics
 from suanli.handlers.runtime import Runtime
+from suanli.kits.loops import run_forever
 from suanli.kube import NotFoundError
 from suanli.vouchers.book import PendingHold
 
@@ -73,14 +74,14 @@ def report(runtime: Runtime) -> None:
 
 async def expire_forever(runtime: Runtime) -> None:
     """The background loop: holds past their deadline are decided, the gauges kept current."""
-    while True:
-        await asyncio.sleep(CHECK_INTERVAL)
+
+    async def step() -> None:
         try:
-            await settle_due(runtime)
-        except Exception as error:  # the hub did not answer: next round
-            metrics.BACKGROUND_TASK_ERRORS.labels("pending-holds").inc()
-            logger.warning("deciding holds past their deadline failed: %s", error)
-        report(runtime)
+            await settle_due(runtime)  # the hub may not answer: next round
+        finally:
+            report(runtime)
+
+    await run_forever("pending-holds", lambda: asyncio.sleep(CHECK_INTERVAL), step)
 
 
 async def settle_all(runtime: Runtime) -> bool:

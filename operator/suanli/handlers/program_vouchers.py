@@ -33,7 +33,6 @@ from typing import Any, Final, cast
 
 import kopf
 
-from suanli import metrics
 from suanli.api.common import parse_timestamp
 from suanli.api.voucherprogram import (
     COMPANY_LABEL,
@@ -42,6 +41,7 @@ from suanli.api.voucherprogram import (
     VoucherProgram,
 )
 from suanli.handlers.runtime import Runtime
+from suanli.kits.loops import run_forever
 from suanli.kube import NotFoundError
 from suanli.vouchers.programs import choose_rule, issued_voucher, next_change, voucher_name
 
@@ -229,13 +229,11 @@ def seconds_to_next_change(runtime: Runtime, now: datetime) -> float:
 async def issue_forever(runtime: Runtime) -> None:
     """Reconcile every namespace's voucher whenever the clock changes what it should be, and
     at least every :data:`RECHECK_SECONDS` (deferred withdrawals, failed writes)."""
-    while True:
-        await asyncio.sleep(seconds_to_next_change(runtime, datetime.now(UTC)))
-        try:
-            await reconcile_all(runtime)
-        except Exception as error:  # tried again next time
-            metrics.BACKGROUND_TASK_ERRORS.labels("program-vouchers").inc()
-            logger.warning("programme vouchers not reconciled: %s", error)
+    await run_forever(
+        "program-vouchers",
+        lambda: asyncio.sleep(seconds_to_next_change(runtime, datetime.now(UTC))),
+        lambda: reconcile_all(runtime),
+    )
 
 
 @kopf.on.event("", "v1", "namespaces", id="namespace-vouchers")

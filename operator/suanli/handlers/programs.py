@@ -39,6 +39,7 @@ from suanli.api.voucherquota import VoucherQuota
 from suanli.handlers import program_vouchers
 from suanli.handlers.program_charges import no_subsidy_reason, program_of, restored_charge
 from suanli.handlers.runtime import Runtime
+from suanli.kits.loops import run_forever
 from suanli.kube import NotFoundError
 from suanli.vouchers.holds import ProgramQuote, read_hold
 from suanli.vouchers.limits import Allowed, Refused, quote
@@ -269,8 +270,8 @@ async def write_status_forever(runtime: Runtime) -> None:
     """Copy each programme's counters into its status when they or its standing in its period
     changed (written behind admission; Expired turns on within a second of the period's end)."""
     written: dict[str, tuple[int, tuple[bool, bool]]] = {}
-    while True:
-        await asyncio.sleep(STATUS_INTERVAL)
+
+    async def write_changed() -> None:
         now = datetime.now(UTC)
         for name in runtime.programs.names():
             ledger = runtime.programs.ledger(name)
@@ -293,3 +294,5 @@ async def write_status_forever(runtime: Runtime) -> None:
             except Exception as error:  # written next time
                 metrics.BACKGROUND_TASK_ERRORS.labels("program-status").inc()
                 logger.warning("programme %s: status not written: %s", name, error)
+
+    await run_forever("program-status", lambda: asyncio.sleep(STATUS_INTERVAL), write_changed)

@@ -15,9 +15,9 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from suanli import metrics
-from suanli.controller.loops import run_forever
 from suanli.controller.retention import PAGE, PER_PASS, Retirable, due, pass_interval
 from suanli.handlers.runtime import Runtime
+from suanli.kits.loops import run_forever
 from suanli.kube import ConflictError, NotFoundError
 
 logger = logging.getLogger(__name__)

@@ -25,6 +25,7 @@ from typing import Final
 
 from suanli import metrics
 from suanli.handlers.runtime import Runtime
+from suanli.kits.loops import run_forever
 from suanli.kube import Hub
 from suanli.vouchers.statement_objects import (
     STATEMENTS_PLURAL,
@@ -108,6 +109,9 @@ async def regenerate_forever(runtime: Runtime) -> None:
         for month in recent_months(datetime.now(UTC)):
             runtime.statements.mark(program, month)
     closing: dict[tuple[str, str], datetime] = {}
-    while True:
-        await regenerate_marked(runtime, closing, datetime.now(UTC))
-        await asyncio.sleep(runtime.options.statement_interval)
+    await regenerate_marked(runtime, closing, datetime.now(UTC))
+    await run_forever(
+        TASK,
+        lambda: asyncio.sleep(runtime.options.statement_interval),
+        lambda: regenerate_marked(runtime, closing, datetime.now(UTC)),
+    )

@@ -17,10 +17,10 @@ from typing import Any, cast
 
 import kopf
 
-from suanli import metrics
 from suanli.api.computejob import ComputeJob
 from suanli.api.meta import GROUP, VERSION
 from suanli.handlers.runtime import Runtime
+from suanli.kits.loops import run_forever
 from suanli.vouchers.ledger import Ledger
 from suanli.vouchers.recount import recorded_charge, recount
 
@@ -98,10 +98,8 @@ async def recount_all(runtime: Runtime) -> None:
 async def recount_forever(runtime: Runtime) -> None:
     """Every ``--recount-interval`` seconds, recount every voucher (started by the takeover,
     after its own first recount)."""
-    while True:
-        await asyncio.sleep(runtime.options.recount_interval)
-        try:
-            await recount_all(runtime)
-        except Exception as error:  # the hub did not answer the list: next time
-            metrics.BACKGROUND_TASK_ERRORS.labels("recount").inc()
-            logger.warning("the recount could not list the vouchers: %s", error)
+    await run_forever(
+        "recount",
+        lambda: asyncio.sleep(runtime.options.recount_interval),
+        lambda: recount_all(runtime),
+    )

@@ -1,11 +1,11 @@
 """Background loops that outlive their errors.
 
-The controller's loops (the dispatch pass, the watchdog, the metrics publisher, the kubeconfig
-checks) each run one step per wake-up for the life of the operator. A step that raises must
-not end its loop: the watchdog once died on the first member error and was never restarted,
-so stuck jobs stayed stuck and the pass a second stopped. Here a failed step is counted
-(``suanli_background_task_errors_total{task}``), logged once (again only when the error
-changes, or after the loop recovered), and the loop waits for its next turn.
+Every background task of the operator (the dispatch pass, the watchdog, the recount, the
+statement and status writers, the orphan sweep, ...) runs one step per wake-up for the life
+of the process, through :func:`run_forever`. A step that raises must not end its loop: a loop
+that died on one member's error would leave stuck jobs stuck and nobody told. A failed step is
+counted (``suanli_background_task_errors_total{task}``), logged once (again only when the
+error changes, or after the loop recovered), and the loop waits for its next turn.
 
 The wait comes first and outside the guard, so a step that fails at once cannot spin.
 """
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 async def run_forever(
-    task: str, wait: Callable[[], Awaitable[object]], step: Callable[[], Awaitable[None]]
+    task: str, wait: Callable[[], Awaitable[object]], step: Callable[[], Awaitable[object]]
 ) -> None:
     """Forever: ``await wait()``, then ``await step()``; a failed step is reported and the
     loop goes on (cancelling the task is the only way to end it)."""

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from suanli import metrics
-from suanli.controller.loops import run_forever
+from suanli.kits.loops import run_forever
 
 
 def test_a_loop_counts_its_failures_logs_each_cause_once_and_goes_on(
@@ -22,7 +22,7 @@ def test_a_loop_counts_its_failures_logs_each_cause_once_and_goes_on(
         ValueError("something else"),
         None,
     ]
-    caplog.set_level(logging.INFO, logger="suanli.controller.loops")
+    caplog.set_level(logging.INFO, logger="suanli.kits.loops")
     steps = 0
     errors = metrics.BACKGROUND_TASK_ERRORS.labels("test-loop")
 
