@@ -13,8 +13,13 @@ import pytest
 from suanli.api.voucherquota import VoucherQuota
 from suanli.controller.charging import RecordBilling
 from suanli.controller.status import AttemptRecord, JobIdentity, JobStatus
-from suanli.handlers.ledger_writer import VoucherGoneError
-from suanli.vouchers.ledger import EntryState, Ledger, ReservationRequest, empty_ledger
+from suanli.vouchers.ledger import (
+    EntryState,
+    Ledger,
+    ReservationRequest,
+    VoucherGoneError,
+    empty_ledger,
+)
 
 JOB = JobIdentity("tenant-a", "train", "uid-1", 1, None)
 T0 = datetime(2026, 11, 21, 9, tzinfo=UTC)

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from suanli import metrics
-from suanli.handlers.ledger_writer import MAX_CONFLICTS, LedgerWriter, VoucherGoneError
+from suanli.handlers.ledger_writer import MAX_CONFLICTS, LedgerWriter
 from suanli.handlers.voucher_cache import VoucherCache
 from suanli.kube import ConflictError, NotFoundError
 from suanli.vouchers.book import VoucherBook
+from suanli.vouchers.ledger import VoucherGoneError
 
 VOUCHER = {
     "apiVersion": "suanli.io/v1alpha1",

@@ -29,8 +29,7 @@ from kubernetes.client.exceptions import ApiException
 
 from suanli import metrics
 from suanli.controller.status import AttemptRecord, JobIdentity, JobStatus
-from suanli.handlers.ledger_writer import VoucherGoneError
-from suanli.vouchers.ledger import Ledger, NotReservedError
+from suanli.vouchers.ledger import Ledger, NotReservedError, VoucherGoneError
 from suanli.vouchers.recount import RecordedCharge, recorded_charge
 from suanli.vouchers.usage import AttemptFacts, AttemptUsage, JobFacts, attempt_usages, usage_record
 

@@ -35,7 +35,6 @@ from suanli.api.reasons import VoucherConditionType
 from suanli.api.termination import grace_warnings
 from suanli.api.validation import format_errors, parse
 from suanli.handlers.computejob import FINALIZER
-from suanli.handlers.ledger_writer import VoucherGoneError
 from suanli.handlers.programs import hold_program, judge, program_quote
 from suanli.handlers.references import ReferenceReadTimeoutError, reference_errors
 from suanli.handlers.runtime import Runtime
@@ -43,6 +42,7 @@ from suanli.handlers.voucher_cache import ParsedVoucher, parse_voucher
 from suanli.kube import NotFoundError
 from suanli.vouchers.estimate import estimate_warning
 from suanli.vouchers.holds import HOLD_ANNOTATION, ProgramQuote, QuotedHold, read_hold
+from suanli.vouchers.ledger import VoucherGoneError
 from suanli.vouchers.limits import Allowed, Refused, evaluate, quote
 
 # The only spec field a tenant may change once the job is admitted: it reorders the queue and

@@ -23,13 +23,12 @@ from suanli.api.computejob import ComputeJob, JobPhase
 from suanli.api.meta import GROUP, VERSION
 from suanli.api.reasons import JobConditionType, JobReason
 from suanli.api.voucherquota import VoucherQuota
-from suanli.handlers.ledger_writer import VoucherGoneError
 from suanli.handlers.pending_holds import seen_stored
 from suanli.handlers.runtime import Runtime
 from suanli.kits.retry import delay_after
 from suanli.kube import ConflictError, NotFoundError
 from suanli.vouchers.holds import read_hold
-from suanli.vouchers.ledger import EntryState, Ledger
+from suanli.vouchers.ledger import EntryState, Ledger, VoucherGoneError
 from suanli.vouchers.recount import restore_hold
 
 logger = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from suanli.kits.retry import delay_after
 from suanli.kube import ConflictError, Hub, NotFoundError
 from suanli.vouchers.book import VoucherBook
 from suanli.vouchers.conditions import voucher_conditions
-from suanli.vouchers.ledger import Ledger, VoucherTerms
+from suanli.vouchers.ledger import Ledger, VoucherGoneError, VoucherTerms
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +40,6 @@ PLURAL: Final = "voucherquotas"
 MAX_CONFLICTS: Final = 20
 
 LedgerChange = Callable[[Ledger], Ledger]
-
-
-class VoucherGoneError(Exception):
-    """The voucher was deleted while a change waited to be written."""
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,11 @@ class NotReservedError(LedgerError):
     or one larger than what is left of its hold."""
 
 
+class VoucherGoneError(Exception):
+    """The voucher was deleted while a change of its ledger waited to be written: the change
+    has nowhere to go (raised by the writer; the controller and admission both handle it)."""
+
+
 class EntryState(StrEnum):
     """Where a job's money is: held, charged, or released without a charge."""
 
