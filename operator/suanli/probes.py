@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp.web
 
-from suanli.handlers.admission_gate import AdmissionGate
+from suanli.admission.gate import AdmissionGate
 
 logger = logging.getLogger(__name__)
 

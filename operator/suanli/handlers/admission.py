@@ -28,6 +28,7 @@ from typing import Any, Final
 import kopf
 
 from suanli import metrics
+from suanli.admission.references import ReferenceReadTimeoutError, reference_errors
 from suanli.api.computejob import ComputeJob, validate_computejob
 from suanli.api.kinds import validate_manifest
 from suanli.api.meta import API_VERSION, GROUP, VERSION
@@ -36,7 +37,6 @@ from suanli.api.termination import grace_warnings
 from suanli.api.validation import format_errors, parse
 from suanli.handlers.computejob import FINALIZER
 from suanli.handlers.programs import hold_program, judge, program_quote
-from suanli.handlers.references import ReferenceReadTimeoutError, reference_errors
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.voucher_cache import ParsedVoucher, parse_voucher
 from suanli.kube import NotFoundError

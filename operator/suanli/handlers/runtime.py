@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from suanli import metrics
+from suanli.admission.gate import AdmissionGate
 from suanli.api.common import DEFAULT_CURRENCY
 from suanli.api.gpu_models import canonical_model
 from suanli.api.membercluster import MemberCluster
@@ -16,7 +17,6 @@ from suanli.api.voucherprogram import VoucherProgram
 from suanli.api.voucherquota import VoucherQuota
 from suanli.controller.charging import RecordBilling
 from suanli.controller.dispatcher import Dispatcher
-from suanli.handlers.admission_gate import AdmissionGate
 from suanli.handlers.ledger_writer import Committed, LedgerWriter
 from suanli.handlers.program_charges import ProgramCharges
 from suanli.handlers.voucher_cache import VoucherCache
