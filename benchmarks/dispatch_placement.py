@@ -39,7 +39,7 @@ from suanli.dispatch.capacity import CapacityIndex
 from suanli.dispatch.models import ClusterInfo, JobRequest, NodeInfo, PodInfo
 from suanli.dispatch.policy import decide
 from suanli.dispatch.queue import PendingQueue
-from suanli.telemetry.reader import GpuTelemetry, NodeTelemetry, TelemetrySnapshot
+from suanli.telemetry.parse import GpuTelemetry, NodeTelemetry, TelemetrySnapshot
 
 MODELS = {  # model: (base price per GPU-hour, dcgm modelName)
     "H100": (28, "NVIDIA H100 80GB HBM3"),

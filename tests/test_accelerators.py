@@ -27,7 +27,8 @@ from suanli.dispatch.models import CapabilityRequest, ClusterInfo, JobRequest, N
 from suanli.dispatch.pflops import federation_summary, pflops_of
 from suanli.dispatch.policy import Rejection, decide
 from suanli.members.workload import ModelPin
-from suanli.telemetry.reader import HealthIssue, TelemetryEndpoint, TelemetryError, parse_metrics
+from suanli.telemetry.parse import HealthIssue, TelemetryError, parse_metrics
+from suanli.telemetry.scrape import TelemetryEndpoint
 from suanli.vouchers.pricing import offers_from_members, price_worst_case
 from suanli.vouchers.refusals import Refusal
 

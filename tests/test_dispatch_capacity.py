@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from suanli.dispatch.capacity import BusyRule, CapacityIndex, OverPlacementError
 from suanli.dispatch.models import ClusterInfo, JobRequest, NodeInfo, PodInfo
 from suanli.dispatch.policy import decide
-from suanli.telemetry.reader import GpuTelemetry, NodeTelemetry, TelemetrySnapshot
+from suanli.telemetry.parse import GpuTelemetry, NodeTelemetry, TelemetrySnapshot
 
 T0 = 1_750_000_000.0
 

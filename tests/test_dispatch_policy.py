@@ -15,7 +15,7 @@ from suanli.api.template_needs import MemberOffer, Need, TemplateNeeds
 from suanli.dispatch.capacity import CapacityIndex
 from suanli.dispatch.models import ClusterInfo, JobRequest, NodeInfo, PodInfo, VoucherTerms
 from suanli.dispatch.policy import Rejection, decide, never_placed
-from suanli.telemetry.reader import GpuTelemetry, NodeTelemetry, TelemetrySnapshot
+from suanli.telemetry.parse import GpuTelemetry, NodeTelemetry, TelemetrySnapshot
 
 T0 = 1_750_000_000.0
 

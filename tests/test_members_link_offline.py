@@ -23,7 +23,7 @@ from urllib3 import exceptions as urllib3_errors
 from suanli.dispatch.capacity import CapacityIndex
 from suanli.members.kubeapi import ApiError, describe_error, error_status
 from suanli.members.link import LinkEvents, MemberLink, MemberLinkError, readiness_failure
-from suanli.telemetry.reader import TelemetrySnapshot
+from suanli.telemetry.parse import TelemetrySnapshot
 
 DCGM_3X = (Path(__file__).parent / "data" / "dcgm-exporter-3.x.txt").read_text()
 

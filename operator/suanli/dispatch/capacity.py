@@ -63,7 +63,7 @@ from typing import Final, NamedTuple
 from suanli.api.catalogue import DEFAULT_CATALOGUE
 from suanli.api.gpu_models import canonical_model
 from suanli.dispatch.models import ClusterInfo, NodeInfo, PodInfo
-from suanli.telemetry.reader import DEFAULT_MAX_AGE, GpuTelemetry, TelemetrySnapshot
+from suanli.telemetry.parse import DEFAULT_MAX_AGE, GpuTelemetry, TelemetrySnapshot
 
 DEFAULT_ASSUME_TTL: Final = 300.0
 

@@ -15,9 +15,9 @@ What runs while a link is started
       timeout) and they relist with backoff; when the member answers again they are woken
       and relist at once.
     - A telemetry task, when exporter URLs are given: each one is read every
-      ``telemetry_interval`` seconds with :class:`~suanli.telemetry.reader.TelemetryEndpoint`
+      ``telemetry_interval`` seconds with :class:`~suanli.telemetry.scrape.TelemetryEndpoint`
       and every new snapshot goes to ``on_telemetry`` as is: a
-      :class:`~suanli.telemetry.reader.TelemetrySnapshot` is exactly what
+      :class:`~suanli.telemetry.parse.TelemetrySnapshot` is exactly what
       ``CapacityIndex.update_telemetry`` takes; it judges freshness from the snapshot's own
       timestamps. A failing endpoint sends nothing (its nodes' data ages out in the index);
       :attr:`MemberLink.telemetry_statuses` says why, for the TelemetryFresh condition.
@@ -60,7 +60,8 @@ from suanli.members.kubeapi import (
 )
 from suanli.members.watch import ResourceGoneError, ResourceWatcher
 from suanli.members.workload import MANAGED_BY, MANAGED_BY_LABEL, needs_relabel
-from suanli.telemetry.reader import EndpointStatus, TelemetryEndpoint, TelemetrySnapshot
+from suanli.telemetry.parse import TelemetrySnapshot
+from suanli.telemetry.scrape import EndpointStatus, TelemetryEndpoint
 
 log = logging.getLogger(__name__)
 

@@ -14,14 +14,8 @@ from aiohttp import web
 
 from suanli.devenv.fakenvml import FakeNvmlState, build_library, sample_gpus
 from suanli.devenv.fakenvml.exporter_process import FakeGpuExporter
-from suanli.telemetry.reader import (
-    HealthIssue,
-    PodRef,
-    TelemetryEndpoint,
-    TelemetryError,
-    fresh_gpus,
-    parse_metrics,
-)
+from suanli.telemetry.parse import HealthIssue, PodRef, TelemetryError, parse_metrics
+from suanli.telemetry.scrape import TelemetryEndpoint, fresh_gpus
 
 DATA = Path(__file__).parent / "data"
 MIB = 1024 * 1024
