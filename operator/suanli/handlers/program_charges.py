@@ -13,25 +13,25 @@ the cent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from suanli import metrics
 from suanli.api.common import format_money, parse_money
 from suanli.api.membercluster import MemberCluster
 from suanli.api.voucherprogram import VoucherProgram
+from suanli.handlers.voucher_cache import VoucherCache
 from suanli.vouchers.programs import (
     NOT_QUALIFIED,
     RELATED_PARTY,
     ChargeSplit,
     JobCharges,
+    ProgramBook,
     RestoredCharge,
     split_charge,
 )
-
-if TYPE_CHECKING:
-    from suanli.handlers.runtime import Runtime
+from suanli.vouchers.statement_objects import DirtyMonths
 
 logger = logging.getLogger(__name__)
 
@@ -48,23 +48,41 @@ def no_subsidy_reason(
 
 
 class ProgramCharges:
-    """Splits each attempt's charge on a programme voucher, and books the record's split."""
+    """Splits each attempt's charge on a programme voucher, and books the record's split.
 
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    Args:
+        vouchers: every VoucherQuota, as last seen (which programme a voucher belongs to).
+        program_specs: every VoucherProgram's spec by name (its rules and member selector).
+        member_of: a MemberCluster by name (whether the programme pays for a center).
+        programs: the programmes' counters (kept by the leader).
+        statements: the months whose statements a booked record changes.
+    """
+
+    def __init__(
+        self,
+        vouchers: VoucherCache,
+        program_specs: Mapping[str, VoucherProgram],
+        member_of: Callable[[str], MemberCluster | None],
+        programs: ProgramBook,
+        statements: DirtyMonths,
+    ) -> None:
+        self._vouchers = vouchers
+        self._program_specs = program_specs
+        self._member_of = member_of
+        self._programs = programs
+        self._statements = statements
 
     def split(
         self, namespace: str, voucher: str, uid: str, cluster: str, amount: Decimal
     ) -> dict[str, Any] | None:
         """The ``spec.program`` of the attempt's usage record; None off programmes."""
-        runtime = self._runtime
-        parsed = runtime.vouchers.get(namespace, voucher)
+        parsed = self._vouchers.get(namespace, voucher)
         share = parsed.voucher.spec.program if parsed is not None else None
-        program = runtime.program_specs.get(share.name) if share is not None else None
+        program = self._program_specs.get(share.name) if share is not None else None
         if share is None or program is None:
             return None
-        reason = no_subsidy_reason(program, runtime.member(cluster), share.company)
-        ledger = runtime.programs.ledger(share.name)
+        reason = no_subsidy_reason(program, self._member_of(cluster), share.company)
+        ledger = self._programs.ledger(share.name)
         # The job is charged under the rule it was admitted under, even when its company has
         # moved to another since (a start-up's first months ended while it ran).
         rule = (ledger.rule_of(uid) if ledger is not None else None) or share.rule
@@ -86,11 +104,11 @@ class ProgramCharges:
 
     def booked(self, record: Mapping[str, Any]) -> None:
         """Book a stored usage record's split on its programme (once per record)."""
-        self._runtime.statements.mark_record(record)  # its month's statements change
+        self._statements.mark_record(record)  # its month's statements change
         charge = restored_charge(record)
         if charge is None:
             return
-        ledger = self._runtime.programs.ledger(program_of(record))
+        ledger = self._programs.ledger(program_of(record))
         if ledger is not None and ledger.charge(
             charge.record, charge.uid, charge.company, charge.rule, charge.split
         ):

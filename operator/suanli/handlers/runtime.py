@@ -71,7 +71,12 @@ class Runtime:
             options=self.options,
             hub=self.hub,
             billing=RecordBilling(
-                self.hub, self.ledger_writer, self._currency, ProgramCharges(self)
+                self.hub,
+                self.ledger_writer,
+                self._currency,
+                ProgramCharges(
+                    self.vouchers, self.program_specs, self.member, self.programs, self.statements
+                ),
             ),
             vouchers=self._voucher,
             spawn=self.spawn,
