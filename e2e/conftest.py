@@ -22,7 +22,7 @@ from e2e.kube import Cluster
 from suanli.devenv import federation, install
 from suanli.devenv.operator_process import OperatorProcess, stop_detached
 from suanli.devenv.providers import is_alive
-from suanli.devenv.toolchain import Toolchain, ensure_toolchain
+from suanli.devenv.toolchain import HELM, Toolchain, ensure_built, ensure_toolchain
 from suanli.devenv.topology import default_federation
 from suanli.kits.waiting import TIMEOUTS, wait_for
 
@@ -39,7 +39,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def toolchain() -> Toolchain:
-    return ensure_toolchain()
+    tools = ensure_toolchain()
+    ensure_built(HELM)  # the chart tests install the chart with helm
+    return tools
 
 
 def _clean_up_abandoned(toolchain: Toolchain) -> None:

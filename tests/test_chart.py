@@ -25,9 +25,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from suanli.api.crdgen import generate as generate_crds
-from suanli.devenv.toolchain import KUBERNETES_VERSION, toolchain_paths
+from suanli.devenv.toolchain import HELM, KUBERNETES_VERSION
 from suanli.leadership import LEADER_LABEL
 from suanli.rbac import OPERATOR_ROLE, WEBHOOK_MANAGER_ROLE, chart_roles
+from tests.built_tools import built
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "suanli"
@@ -57,10 +58,7 @@ HANDLERS = {
 
 
 def helm_binary() -> Path:
-    binary = toolchain_paths().helm
-    if not binary.exists():
-        pytest.skip(f"helm is not built ({binary}): run `suanli dev toolchain`")
-    return binary
+    return built(HELM, "helm")
 
 
 def run_helm(*args: str, tmp: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -19,9 +19,10 @@ from prometheus_client import REGISTRY
 
 import suanli.metrics  # noqa: F401  (registers the operator's metrics)
 from suanli import chart_render
-from suanli.devenv.toolchain import PROMTOOL, toolchain_paths
+from suanli.devenv.toolchain import PROMTOOL
 from suanli.monitoring import alerts, dashboard
 from suanli.monitoring.promql import exported_names, metric_names
+from tests.built_tools import built
 from tests.test_chart import find, kinds, render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,10 +89,7 @@ def test_the_api_server_metrics_listed_are_the_ones_used() -> None:
 
 
 def promtool() -> Path:
-    binary = toolchain_paths().promtool
-    if not binary.exists():
-        pytest.fail(f"promtool {PROMTOOL.version} is not built ({binary}): `suanli dev toolchain`")
-    return binary
+    return built(PROMTOOL, "promtool")
 
 
 def test_the_chart_carries_the_generated_rules() -> None:

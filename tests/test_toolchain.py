@@ -64,3 +64,25 @@ def test_a_fully_built_component_is_reused(empty_cache: Path) -> None:
     assert toolchain._is_current(component)
     (component.directory / "helm").unlink()
     assert not toolchain._is_current(component)
+
+
+def _pretend_built(component: toolchain.Component) -> None:
+    component.directory.mkdir(parents=True)
+    for binary in component.binaries:
+        (component.directory / binary).write_text("#!/bin/sh\n")
+    toolchain._stamp_file(component).write_text(
+        f'{{"recipe": "{component.recipe_digest()}", "version": "{component.version}"}}'
+    )
+
+
+def test_the_federation_builds_what_it_runs_and_the_tests_what_they_use(
+    empty_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for component in toolchain.FEDERATION_COMPONENTS:
+        _pretend_built(component)
+    monkeypatch.setenv("PATH", str(empty_cache))  # no go: any build would fail
+    said: list[str] = []
+    toolchain.ensure_toolchain(log=said.append)  # helm and promtool are not needed for it
+    assert said == [f"toolchain cached in {empty_cache / 'toolchain'}"]
+    with pytest.raises(UserFacingError, match="Go is not installed"):
+        toolchain.ensure_toolchain(log=said.append, tests=True)  # promtool would be built

@@ -20,9 +20,11 @@ from kubernetes import client
 from e2e.kube import Cluster
 from suanli.devenv import federation, kind_install
 from suanli.devenv.docker_engine import DockerEngine, ensure_engine
+from suanli.devenv.host_packages import ensure_kind_packages
 from suanli.devenv.providers import is_alive
 from suanli.devenv.toolchain import Toolchain, ensure_toolchain
 from suanli.devenv.topology import default_federation
+from suanli.errors import UserFacingError
 from suanli.kits.waiting import TIMEOUTS, wait_for
 
 KIND_FEDERATION = f"kind-e2e-{os.getpid()}"
@@ -37,6 +39,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="package")
 def kind_toolchain() -> Toolchain:
+    try:
+        ensure_kind_packages(print)
+    except UserFacingError as cannot:  # only where they cannot be installed: say why
+        pytest.skip(str(cannot))
     return ensure_toolchain(kind=True)
 
 

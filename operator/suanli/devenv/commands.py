@@ -10,6 +10,7 @@ from typing import Any
 from suanli.devenv import federation, install, kind_install
 from suanli.devenv.docker_engine import ensure_engine, find_engine, stop_engine_if_started_here
 from suanli.devenv.exporters import start_exporters, stop_exporters
+from suanli.devenv.host_packages import ensure_kind_packages
 from suanli.devenv.kindnode.images import ensure_node_image
 from suanli.devenv.operator_process import OperatorProcess, stop_detached
 from suanli.devenv.providers import public_images
@@ -84,7 +85,8 @@ def register(subparsers: Any) -> None:
 
     toolchain = commands.add_parser(
         "toolchain",
-        help="build (or reuse) etcd, Kubernetes, kwok, helm and promtool from their Go modules",
+        help="build (or reuse) etcd, Kubernetes and kwok (what `dev up` runs) and helm and "
+        "promtool (what the tests use) from their Go modules",
     )
     toolchain.add_argument("--print-path", action="store_true", help="print the PATH entries")
     toolchain.add_argument(
@@ -117,6 +119,8 @@ def _say(message: str) -> None:
 def _up(args: argparse.Namespace) -> int:
     spec = load_federation(args.config) if args.config else default_federation(args.members)
     kind = args.provider == "kind"
+    if kind:
+        ensure_kind_packages(_say)
     toolchain = ensure_toolchain(kind=kind)
     state = federation.up(spec, toolchain, name=args.name, provider_name=args.provider, log=_say)
     if not args.no_operator:
@@ -207,13 +211,16 @@ def _print_state(state: federation.FederationState) -> None:
 
 def _toolchain(args: argparse.Namespace) -> int:
     kind = args.kind or args.kind_images
-    tools = ensure_toolchain(kind=kind)
+    if args.kind_images:
+        ensure_kind_packages(_say)
+    tools = ensure_toolchain(kind=kind, tests=True)
     if args.kind_images:
         _build_kind_images()
     if args.print_path:
         print(":".join(str(d) for d in tools.bin_dirs))
     else:
-        for component in COMPONENTS + (KIND_COMPONENTS if kind else ()):
+        listed = COMPONENTS + tuple(c for c in KIND_COMPONENTS if kind and c not in COMPONENTS)
+        for component in listed:
             for binary in component.binaries:
                 print(f"{binary:<24} {component.version:<9} {component.path(binary)}")
     return 0

@@ -171,6 +171,13 @@ def find_engine() -> DockerEngine | None:
     return None
 
 
+def dockerd_path() -> str | None:
+    """Where Debian's (or any) dockerd is installed; None when it is not."""
+    return shutil.which("dockerd") or next(
+        (p for p in ("/usr/sbin/dockerd", "/usr/bin/dockerd") if Path(p).exists()), None
+    )
+
+
 def ensure_engine(log: Log) -> DockerEngine:
     """The engine that runs, or Debian's dockerd started now (bounded by a timeout)."""
     found = find_engine()
@@ -185,9 +192,7 @@ def ensure_engine(log: Log) -> DockerEngine:
                 "and let suanli start Debian's dockerd with its runc wrapper"
             )
         return found
-    dockerd = shutil.which("dockerd") or next(
-        (p for p in ("/usr/sbin/dockerd", "/usr/bin/dockerd") if Path(p).exists()), None
-    )
+    dockerd = dockerd_path()
     if dockerd is None:
         raise UserFacingError(
             "no Docker engine answers and dockerd is not installed: "

@@ -149,7 +149,11 @@ PROMTOOL: Final = Component(
     ldflags=("-X github.com/prometheus/common/version.Version=3.16.0",),
 )
 
-COMPONENTS: Final = (ETCD, KUBERNETES, KWOK, HELM, PROMTOOL)
+# What a process-based federation runs (`suanli dev up`); helm installs the chart in kind.
+FEDERATION_COMPONENTS: Final = (ETCD, KUBERNETES, KWOK)
+# What only the tests use: helm renders the chart, promtool checks the alert rules.
+TEST_COMPONENTS: Final = (HELM, PROMTOOL)
+COMPONENTS: Final = FEDERATION_COMPONENTS + TEST_COMPONENTS
 
 # Only the kind provider needs these; the process-based federation never builds them.
 KUBERNETES_NODE: Final = Component(
@@ -183,7 +187,7 @@ LOCAL_PATH_PROVISIONER: Final = Component(
     binaries={"local-path-provisioner": "github.com/rancher/local-path-provisioner"},
 )
 
-KIND_COMPONENTS: Final = (KUBERNETES_NODE, KIND, COREDNS, LOCAL_PATH_PROVISIONER)
+KIND_COMPONENTS: Final = (KUBERNETES_NODE, KIND, COREDNS, LOCAL_PATH_PROVISIONER, HELM)
 
 
 @dataclass(frozen=True)
@@ -221,19 +225,35 @@ def toolchain_paths() -> Toolchain:
     )
 
 
-def ensure_toolchain(log: Log | None = None, *, kind: bool = False) -> Toolchain:
+def ensure_toolchain(
+    log: Log | None = None, *, kind: bool = False, tests: bool = False
+) -> Toolchain:
     """Build whatever is missing or stale, reuse the rest; return the binaries' paths.
 
     Args:
         log: Where progress lines go (stderr by default).
         kind: Also build what the kind provider needs (:data:`KIND_COMPONENTS`).
+        tests: Also build what only the tests use (:data:`TEST_COMPONENTS`).
 
     Raises:
         UserFacingError: Go is missing or too old, or a module cannot be downloaded or built.
     """
+    wanted = FEDERATION_COMPONENTS + (KIND_COMPONENTS if kind else ())
+    wanted += TEST_COMPONENTS if tests else ()
+    ensure_built(*_distinct(wanted), log=log)
+    return toolchain_paths()
+
+
+def _distinct(components: tuple[Component, ...]) -> tuple[Component, ...]:
+    """Each component once, in order (helm is both the tests' and the kind provider's)."""
+    by_name = {component.name: component for component in reversed(components)}
+    return tuple(c for c in components if by_name.pop(c.name, None) is not None)
+
+
+def ensure_built(*components: Component, log: Log | None = None) -> None:
+    """Build those of ``components`` that are missing or stale (see :func:`ensure_toolchain`)."""
     say = log or _print_progress
-    wanted = COMPONENTS + KIND_COMPONENTS if kind else COMPONENTS
-    missing = [component for component in wanted if not _is_current(component)]
+    missing = [component for component in components if not _is_current(component)]
     if missing:
         go = _check_go()
         started = time.monotonic()
@@ -242,7 +262,6 @@ def ensure_toolchain(log: Log | None = None, *, kind: bool = False) -> Toolchain
         say(f"toolchain ready in {_seconds(time.monotonic() - started)}")
     else:
         say(f"toolchain cached in {cache_root() / 'toolchain'}")
-    return toolchain_paths()
 
 
 def _print_progress(message: str) -> None:
