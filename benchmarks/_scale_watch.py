@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from suanli.api.meta import API_VERSION
+from suanli.api.names import HUB_ANNOTATION, JOB_NAMESPACE_LABEL
 from suanli.members.kubeapi import KubeSource
 from suanli.members.watch import ResourceWatcher
-from suanli.members.workload import HUB_ANNOTATION, JOB_NAMESPACE_LABEL
 
 RUN_LABEL: Final = "suanli.io/bench-run"
 DISPATCHED: Final = frozenset({"Dispatched", "Running", "Succeeded", "Failed"})

@@ -35,6 +35,7 @@ from e2e.conftest import LEASE_ARGS
 from e2e.kube import Cluster, kubectl
 from e2e.tenant import compute_job, voucher
 from suanli.api.kinds import KINDS
+from suanli.api.names import SYSTEM_NAMESPACE
 from suanli.devenv import install
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.toolchain import Toolchain
@@ -90,7 +91,7 @@ def release_values(webhook_port: int, **changes: Any) -> dict[str, Any]:
         # chart's certificate names that address.
         "webhook": {"url": f"https://127.0.0.1:{webhook_port}"},
         # Member kubeconfigs live in suanli-system (install.join_members puts them there).
-        "rbac": {"secretNamespaces": [install.SYSTEM_NAMESPACE]},
+        "rbac": {"secretNamespaces": [SYSTEM_NAMESPACE]},
     }
     for key, value in changes.items():
         values[key] = {**values.get(key, {}), **value}
@@ -463,7 +464,7 @@ def test_an_upgrade_applies_new_values_and_keeps_the_certificate(
         "networkPolicy": {"enabled": True, "webhookFrom": [{"ipBlock": {"cidr": "127.0.0.0/8"}}]},
         "monitoring": {"dashboard": {"enabled": True}},
         "rbac": {
-            "secretNamespaces": [install.SYSTEM_NAMESPACE],
+            "secretNamespaces": [SYSTEM_NAMESPACE],
             "tenantBindings": [
                 {
                     "namespace": namespace,

@@ -21,11 +21,11 @@ from kubernetes.client.exceptions import ApiException
 
 from e2e.kube import Cluster
 from e2e.tenant import Tenant, compute_job, member_status, wait_member_free_gpus
+from suanli.api.names import JOB_UID_LABEL
 from suanli.devenv import federation
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.devenv.toolchain import Toolchain
 from suanli.kits.waiting import TIMEOUTS, wait_for
-from suanli.members.workload import JOB_UID_LABEL
 
 
 @pytest.fixture

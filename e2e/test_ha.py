@@ -17,10 +17,9 @@ from kubernetes.client.exceptions import ApiException
 from e2e.conftest import LEASE_ARGS
 from e2e.kube import Cluster
 from e2e.tenant import GROUP, VERSION, Tenant, compute_job, voucher
-from suanli.devenv.install import SYSTEM_NAMESPACE
+from suanli.api.names import JOB_UID_LABEL, SYSTEM_NAMESPACE
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.kits.waiting import TIMEOUTS, wait_for
-from suanli.members.workload import JOB_UID_LABEL
 
 H100_HOUR = Decimal("28.00")  # the worst case of one 1-GPU H100 job of maxRuntime 1h
 AFFORDABLE = 24  # fewer than member-a's H100s, so every admitted job runs at once

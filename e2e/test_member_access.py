@@ -25,6 +25,7 @@ from e2e import operator_metrics
 from e2e.kube import Cluster
 from e2e.tenant import GROUP, VERSION, Tenant, compute_job, member_status
 from suanli import member_access
+from suanli.api.names import SYSTEM_NAMESPACE
 from suanli.api.reasons import MemberReason
 from suanli.devenv import install
 from suanli.devenv.operator_process import OperatorProcess
@@ -43,7 +44,7 @@ def tenant(hub: Cluster, namespace: str, operator: OperatorProcess) -> Tenant:
 def hub_kubeconfig(hub: Cluster, member: str) -> str:
     """The kubeconfig the hub keeps for ``member`` (what the operator connects with)."""
     secret = hub.core.read_namespaced_secret(
-        install.kubeconfig_secret_name(member), install.SYSTEM_NAMESPACE
+        install.kubeconfig_secret_name(member), SYSTEM_NAMESPACE
     )
     return base64.b64decode(secret.data["kubeconfig"]).decode()
 
@@ -149,7 +150,7 @@ def test_a_kubeconfig_with_an_exec_plugin_is_refused_and_never_run(
         assert not marker.exists(), "the operator ran the kubeconfig's command"
     finally:
         custom.delete_cluster_custom_object(GROUP, VERSION, "memberclusters", name)
-        hub.core.delete_namespaced_secret(secret, install.SYSTEM_NAMESPACE)
+        hub.core.delete_namespaced_secret(secret, SYSTEM_NAMESPACE)
 
 
 # --- (c) rotation without a restart --------------------------------------------------------------

@@ -30,10 +30,10 @@ from e2e.tenant import (
     compute_job,
     tenant_identity,
 )
+from suanli.api.names import COPY_LABEL, JOB_NAMESPACE_LABEL, JOB_UID_LABEL
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.kits.waiting import TIMEOUTS, wait_for
-from suanli.members.copies import COPY_LABEL
-from suanli.members.workload import JOB_NAMESPACE_LABEL, JOB_UID_LABEL, MANAGED_BY_LABEL
+from suanli.members.workload import MANAGED_BY_LABEL
 
 SPEC = "spec.template.spec"
 REFUSED_HERE = "this centre runs no Jobs of the tenant"

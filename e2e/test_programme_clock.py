@@ -21,9 +21,9 @@ from kubernetes.client.exceptions import ApiException
 from e2e.kube import Cluster
 from e2e.tenant import GROUP, VERSION, compute_job
 from e2e.test_programmes import VOUCHER, Hub, wait_vouchers
+from suanli.api.names import HOLD_ANNOTATION as HOLD
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.kits.waiting import TIMEOUTS, wait_for
-from suanli.vouchers.holds import HOLD_ANNOTATION as HOLD
 
 SWITCH_IN = timedelta(seconds=20)
 """How far ahead the tests put the moment the clock changes something."""

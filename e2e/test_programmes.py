@@ -25,9 +25,9 @@ from kubernetes.client.exceptions import ApiException
 
 from e2e.kube import Cluster, kubectl
 from e2e.tenant import GROUP, VERSION, compute_job
+from suanli.api.names import HOLD_ANNOTATION
 from suanli.devenv.operator_process import OperatorProcess
 from suanli.kits.waiting import TIMEOUTS, wait_for
-from suanli.vouchers.holds import HOLD_ANNOTATION
 
 VOUCHER = "program-{}"
 POOL = Decimal("120.00")

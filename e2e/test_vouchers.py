@@ -16,11 +16,10 @@ from kubernetes.client.exceptions import ApiException
 
 from e2e.kube import Cluster, kubectl
 from e2e.tenant import GROUP, VERSION, compute_job, tenant_identity, voucher
+from suanli.api.names import FINALIZER, HOLD_ANNOTATION
 from suanli.devenv.operator_process import OperatorProcess
-from suanli.handlers.computejob import FINALIZER
 from suanli.kits.waiting import TIMEOUTS, wait_for
 from suanli.options import OperatorOptions
-from suanli.vouchers.holds import HOLD_ANNOTATION
 
 # The most any test job can cost per GPU-hour: the H100 price of install.DEFAULT_PRICES.
 TOP_PRICE = Decimal("28.00")

@@ -19,12 +19,12 @@ from typing import Any
 
 import yaml
 
+from suanli.api.names import JOB_UID_LABEL
 from suanli.controller.charging import AttemptCost, JobCharge, RecordBilling
 from suanli.controller.ports import Obj
 from suanli.controller.status import AttemptRecord, JobIdentity, JobStatus
 from suanli.kube import NotFoundError
 from suanli.members.link import LinkEvents
-from suanli.members.workload import JOB_UID_LABEL
 
 START = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)

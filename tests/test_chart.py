@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from suanli.api.crdgen import generate as generate_crds
+from suanli.api.names import LEADER_LABEL
 from suanli.devenv.toolchain import HELM, KUBERNETES_VERSION
-from suanli.leadership import LEADER_LABEL
 from suanli.rbac import OPERATOR_ROLE, WEBHOOK_MANAGER_ROLE, chart_roles
 from tests.built_tools import built
 

@@ -15,16 +15,10 @@ import pytest
 
 from suanli import metrics
 from suanli.api.computejob import ComputeJob
+from suanli.api.names import COPY_LABEL, JOB_NAMESPACE_LABEL, JOB_UID_LABEL
 from suanli.kits.retry import delay_after
-from suanli.members.copies import COPY_LABEL
 from suanli.members.link import MemberLinkError
-from suanli.members.workload import (
-    JOB_NAMESPACE_LABEL,
-    JOB_UID_LABEL,
-    MANAGED_BY_LABEL,
-    remote_name,
-    remote_namespace,
-)
+from suanli.members.workload import MANAGED_BY_LABEL, remote_name, remote_namespace
 from tests.controller_fakes import FakeBilling, settle
 from tests.test_controller_dispatch import MEMBER, UID, World, admitted_job, condition, member, run
 

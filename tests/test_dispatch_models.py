@@ -18,9 +18,10 @@ from suanli.api.gpu_models import (
     product_of_labels,
 )
 from suanli.api.membercluster import MemberCluster
+from suanli.api.names import JOB_UID_LABEL
 from suanli.api.podpolicy import PodSecurityLevel
 from suanli.api.voucherquota import VoucherQuota
-from suanli.dispatch.kube import JOB_LABEL, node_from_k8s, parse_count, pod_from_k8s
+from suanli.dispatch.kube import node_from_k8s, parse_count, pod_from_k8s
 from suanli.dispatch.models import ClusterInfo, JobRequest, VoucherTerms, unmet_levels
 
 # --- GPU product names --------------------------------------------------------------------------
@@ -195,7 +196,7 @@ def k8s_pod(
             "uid": "u-1",
             "namespace": "work",
             "name": "p",
-            "labels": {JOB_LABEL: job} if job else {},
+            "labels": {JOB_UID_LABEL: job} if job else {},
         },
         "spec": {
             "nodeName": node,

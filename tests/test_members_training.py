@@ -9,23 +9,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from suanli.api.computejob import MAX_FAILURES, ComputeJob
+from suanli.api.names import CONTENT_HASH_ANNOTATION, COPY_LABEL, JOB_UID_LABEL
 from suanli.api.references import (
     DataKind,
     data_errors,
     template_references,
     unportable_errors,
 )
-from suanli.members.copies import CONTENT_HASH_ANNOTATION, COPY_LABEL, content_hash, data_copy
+from suanli.members.copies import content_hash, data_copy
 from suanli.members.failures import describe, pod_failure, pod_failures
 from suanli.members.rendezvous import COMPLETION_INDEX_ANNOTATION, service_name
-from suanli.members.workload import (
-    JOB_UID_LABEL,
-    copy_name,
-    gang_service,
-    job_labels,
-    remote_job,
-    remote_name,
-)
+from suanli.members.workload import copy_name, gang_service, job_labels, remote_job, remote_name
 
 
 def make_job(replicas: int = 3, name: str = "train", **pod: Any) -> ComputeJob:

@@ -3,9 +3,9 @@
 import pytest
 
 from suanli.api.computejob import ComputeJob
+from suanli.api.names import JOB_UID_LABEL
 from suanli.api.podpolicy import PodSecurityLevel
 from suanli.members.workload import (
-    JOB_UID_LABEL,
     POD_SECURITY_VERSION,
     ModelPin,
     enforces_at_least,

@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from suanli.api.computejob import ComputeJob
+from suanli.api.names import HOLD_ANNOTATION
 from suanli.vouchers.book import VoucherBook
-from suanli.vouchers.holds import HOLD_ANNOTATION, QuotedHold, read_hold
+from suanli.vouchers.holds import QuotedHold, read_hold
 from suanli.vouchers.ledger import Ledger, ReservationRequest, VoucherTerms
 from suanli.vouchers.recount import recount, restore_hold
 

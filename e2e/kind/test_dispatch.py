@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from e2e.kube import Cluster
 from e2e.tenant import Tenant, compute_job
+from suanli.api.names import JOB_NAME_LABEL, JOB_NAMESPACE_LABEL
 from suanli.devenv import kind_install
 from suanli.kits.waiting import TIMEOUTS
-from suanli.members.workload import JOB_NAME_LABEL, JOB_NAMESPACE_LABEL
 
 
 def test_jobs_go_to_the_member_with_their_gpu_model_and_are_charged(

@@ -11,9 +11,9 @@ certificates, tuning), :mod:`suanli.admission`, :mod:`suanli.controller`, the Le
 (:mod:`suanli.leadership`), the member link (:mod:`suanli.members`), the hub client
 (:mod:`suanli.kube`) and what is reported or rendered (status, RBAC, member access,
 monitoring); below them the pure cores, :mod:`suanli.dispatch` over :mod:`suanli.vouchers` and
-:mod:`suanli.telemetry`, then :mod:`suanli.kits` and :mod:`suanli.api`, and at the bottom
-``errors``, ``metrics`` and ``options``. No cycles; :mod:`suanli.devenv` may use anything and
-nothing in production uses it.
+:mod:`suanli.telemetry`, then :mod:`suanli.kits` and ``options`` (plain data), then
+:mod:`suanli.api`, and at the bottom ``errors`` and ``metrics``. No cycles;
+:mod:`suanli.devenv` may use anything and nothing in production uses it.
 """
 
 __version__ = "0.1.0"

@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from suanli.api.catalogue import format_pflops
+from suanli.api.kinds import MEMBERCLUSTERS
 from suanli.api.meta import GROUP, VERSION
 from suanli.dispatch.pflops import FederationSummary, federation_summary
 from suanli.errors import UserFacingError
@@ -46,7 +47,7 @@ def _capacity(args: argparse.Namespace) -> int:
     with api:
         try:
             listed = client.CustomObjectsApi(api).list_cluster_custom_object(
-                GROUP, VERSION, "memberclusters"
+                GROUP, VERSION, MEMBERCLUSTERS
             )
         except client.ApiException as error:
             raise UserFacingError(

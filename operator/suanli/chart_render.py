@@ -35,6 +35,7 @@ from typing import Any, Final
 import yaml
 
 from suanli.api.crdgen import generate as generate_crds
+from suanli.api.names import DESCRIPTION_ANNOTATION
 from suanli.monitoring import alerts, dashboard
 from suanli.rbac import OPERATOR_ROLE, chart_roles, operator_role
 
@@ -118,7 +119,7 @@ def render_rules() -> str:
             parts.append(_define("suanli.rbac.operatorSecrets.rules", _rules_yaml(secret_rules)))
             parts.append(_define("suanli.rbac.operatorLeader.rules", _rules_yaml(leader_rules)))
         parts.append(_define(f"suanli.rbac.{key}.name", name))
-        description = role["metadata"]["annotations"]["suanli.io/description"]
+        description = role["metadata"]["annotations"][DESCRIPTION_ANNOTATION]
         parts.append(_define(f"suanli.rbac.{key}.description", description))
         parts.append(_define(f"suanli.rbac.{key}.rules", _rules_yaml(rules)))
     return "\n".join(parts)

@@ -36,6 +36,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from suanli import metrics
+from suanli.api.kinds import VOUCHERQUOTAS
 from suanli.api.meta import GROUP, VERSION
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ LEDGER_CONNECTIONS: Final = 32
 """Connections of their own for VoucherQuota requests (see Hub). Each voucher has at most one
 commit in flight (the next waits for its resourceVersion), so this is how many vouchers can
 commit at once; with 8, twenty busy vouchers queued for connections and admission slowed."""
-LEDGER_PLURAL: Final = "voucherquotas"
 TIMEOUT: Final = aiohttp.ClientTimeout(total=60, sock_connect=5)
 EVENTS_PENDING_MAX: Final = 1000
 """Events waiting to be written beyond which new ones are dropped."""
@@ -185,7 +185,7 @@ class Hub:
     ) -> dict[str, Any]:
         """One request; the JSON object answered, or ConflictError, NotFoundError, ApiException
         (other statuses), aiohttp.ClientError or TimeoutError (no answer)."""
-        session = self._session_here(ledger=resource.startswith(LEDGER_PLURAL))
+        session = self._session_here(ledger=resource.startswith(VOUCHERQUOTAS))
         headers = self._auth_headers()
         data: bytes | None = None
         if body is not None:

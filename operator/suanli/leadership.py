@@ -33,14 +33,11 @@ from typing import Any, Final
 
 from suanli import metrics
 from suanli.api.common import parse_timestamp
+from suanli.api.names import LEASE_NAME, SETTLED_ANNOTATION
 from suanli.kube import ConflictError, Hub, NotFoundError
 
 logger = logging.getLogger(__name__)
 
-SETTLED_ANNOTATION: Final = "suanli.io/holds-settled"
-"""On a released Lease: "true" when its last holder left no admitted hold in flight."""
-LEADER_LABEL: Final = "suanli.io/admission-leader"
-"""On the leader's pod, so that the chart's webhook Service selects it alone."""
 DELETION_COST: Final = "controller.kubernetes.io/pod-deletion-cost"
 LEADER_DELETION_COST: Final = "1000"
 """The leader's pod's deletion cost: a ReplicaSet scaling down removes the standbys first."""
@@ -51,7 +48,7 @@ class LeaseSettings:
     """Where the Lease is, who we are, and the timings (seconds)."""
 
     namespace: str
-    name: str = "suanli-admission"
+    name: str = LEASE_NAME
     identity: str = ""
     duration: float = 15.0
     renew_deadline: float = 10.0

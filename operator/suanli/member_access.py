@@ -43,9 +43,9 @@ from typing import Any, Final
 
 import yaml
 
+from suanli.api.names import DESCRIPTION_ANNOTATION, SYSTEM_NAMESPACE
 from suanli.api.podpolicy import PodSecurityLevel
 
-NAMESPACE: Final = "suanli-system"
 ACCOUNT: Final = "suanli-hub"
 TOKEN_SECRET: Final = "suanli-hub-token"
 GUARD_POLICY: Final = "suanli-hub-guard"
@@ -71,7 +71,7 @@ _LABELS: Final = {"app.kubernetes.io/part-of": "suanli", "app.kubernetes.io/comp
 class AccessSpec:
     """Names and choices of the hub's identity on one member (defaults suit most)."""
 
-    namespace: str = NAMESPACE
+    namespace: str = SYSTEM_NAMESPACE
     account: str = ACCOUNT
     token_secret: str = TOKEN_SECRET
     levels: tuple[PodSecurityLevel, ...] = field(default=tuple(PodSecurityLevel))
@@ -248,7 +248,7 @@ def manifest(spec: AccessSpec | None = None) -> list[dict[str, Any]]:
             "metadata": _meta(
                 spec.account,
                 annotations={
-                    "suanli.io/description": "What the suanli hub does on this member: read "
+                    DESCRIPTION_ANNOTATION: "What the suanli hub does on this member: read "
                     "Nodes and Pods, run its Jobs in suanli-* namespaces."
                 },
             ),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from suanli.api.names import LEASE_NAME, SYSTEM_NAMESPACE
+
 
 @dataclass(frozen=True)
 class OperatorOptions:
@@ -60,8 +62,8 @@ class OperatorOptions:
     webhook_timeout: float = 30.0
     # The admission Lease (see suanli.leadership): only its holder admits and runs the
     # controllers. Its namespace defaults to $POD_NAMESPACE, else suanli-system.
-    lease_namespace: str = "suanli-system"
-    lease_name: str = "suanli-admission"
+    lease_namespace: str = SYSTEM_NAMESPACE
+    lease_name: str = LEASE_NAME
     lease_duration: float = 15.0
     lease_renew_deadline: float = 10.0
     lease_retry: float = 2.0

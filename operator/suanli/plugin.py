@@ -31,8 +31,10 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from suanli.api.kinds import COMPUTEJOBS, USAGERECORDS, VOUCHERQUOTAS
 from suanli.api.meta import GROUP, VERSION
-from suanli.status.commands import DEFAULT_NAMESPACE, print_status
+from suanli.api.names import SYSTEM_NAMESPACE
+from suanli.status.commands import print_status
 from suanli.vouchers.estimate import WARNING_PREFIX
 
 _WARNING: Final = re.compile(r'\d{3} \S+ "((?:[^"\\]|\\.)*)"')
@@ -80,7 +82,7 @@ def estimate(args: argparse.Namespace, out: TextIO) -> int:
     custom = client.CustomObjectsApi(api)
     try:
         _, _, headers = custom.create_namespaced_custom_object_with_http_info(
-            GROUP, VERSION, namespace, "computejobs", body, dry_run="All"
+            GROUP, VERSION, namespace, COMPUTEJOBS, body, dry_run="All"
         )
         refused = None
     except ApiException as error:
@@ -115,7 +117,7 @@ def _conditions(status: dict[str, Any]) -> Iterable[str]:
 def why(args: argparse.Namespace, out: TextIO) -> int:
     api, namespace = _api(args)
     job = client.CustomObjectsApi(api).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, "computejobs", args.job
+        GROUP, VERSION, namespace, COMPUTEJOBS, args.job
     )
     status = job.get("status") or {}
     out.write(
@@ -150,7 +152,7 @@ def why(args: argparse.Namespace, out: TextIO) -> int:
 def usage(args: argparse.Namespace, out: TextIO) -> int:
     api, namespace = _api(args)
     custom = client.CustomObjectsApi(api)
-    vouchers = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "voucherquotas")
+    vouchers = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, VOUCHERQUOTAS)
     out.write(f"Vouchers in {namespace}:\n")
     for voucher in vouchers["items"]:
         spec, status = voucher["spec"], voucher.get("status") or {}
@@ -160,7 +162,7 @@ def usage(args: argparse.Namespace, out: TextIO) -> int:
             f"{status.get('reserved', '0.00')}, remaining {status.get('remaining', '-')}, "
             f"owed {status.get('owed', '0.00')}\n"
         )
-    records = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "usagerecords")
+    records = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, USAGERECORDS)
     per_job: dict[str, tuple[int, Decimal, int]] = {}
     for record in records["items"]:
         spec = record["spec"]
@@ -197,8 +199,8 @@ def parser() -> argparse.ArgumentParser:
     glance = sub.add_parser("status", help="the federation at a glance (for an admin)")
     glance.add_argument(
         "--operator-namespace",
-        default=DEFAULT_NAMESPACE,
-        help=f"where the admission Lease is (default {DEFAULT_NAMESPACE})",
+        default=SYSTEM_NAMESPACE,
+        help=f"where the admission Lease is (default {SYSTEM_NAMESPACE})",
     )
     glance.set_defaults(run=status)
     return top

@@ -24,7 +24,16 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from suanli.api.kinds import (
+    COMPUTEJOBS,
+    MEMBERCLUSTERS,
+    USAGERECORDS,
+    VOUCHERPROGRAMS,
+    VOUCHERQUOTAS,
+    VOUCHERSTATEMENTS,
+)
 from suanli.api.meta import GROUP
+from suanli.api.names import DESCRIPTION_ANNOTATION
 
 READ: Final = ("get", "list", "watch")
 WRITE: Final = ("create", "update", "patch", "delete")
@@ -46,7 +55,7 @@ def _cluster_role(name: str, rules: list[dict[str, Any]], description: str) -> d
         "metadata": {
             "name": name,
             "labels": {"app.kubernetes.io/part-of": "suanli"},
-            "annotations": {"suanli.io/description": description},
+            "annotations": {DESCRIPTION_ANNOTATION: description},
         },
         "rules": rules,
     }
@@ -56,13 +65,13 @@ def tenant_role() -> dict[str, Any]:
     return _cluster_role(
         TENANT_ROLE,
         [
-            _rule(GROUP, ("computejobs",), (*READ, "create", "delete")),
+            _rule(GROUP, (COMPUTEJOBS,), (*READ, "create", "delete")),
             _rule(GROUP, ("computejobs/status",), ("get",)),
-            _rule(GROUP, ("voucherquotas", "voucherquotas/status"), READ),
+            _rule(GROUP, (VOUCHERQUOTAS, "voucherquotas/status"), READ),
             # The programmes that issue their vouchers: pool, rules and what is left.
-            _rule(GROUP, ("voucherprograms",), READ),
+            _rule(GROUP, (VOUCHERPROGRAMS,), READ),
             # What each job used and was charged; written by the operator alone.
-            _rule(GROUP, ("usagerecords",), READ),
+            _rule(GROUP, (USAGERECORDS,), READ),
             _rule("", ("events",), READ),
         ],
         "Submit and follow ComputeJobs, read VoucherQuotas and UsageRecords in the bound "
@@ -74,15 +83,15 @@ def platform_admin_role() -> dict[str, Any]:
     return _cluster_role(
         PLATFORM_ADMIN_ROLE,
         [
-            _rule(GROUP, ("voucherquotas", "memberclusters", "voucherprograms"), (*READ, *WRITE)),
+            _rule(GROUP, (VOUCHERQUOTAS, MEMBERCLUSTERS, VOUCHERPROGRAMS), (*READ, *WRITE)),
             _rule(GROUP, ("voucherprograms/status",), READ),
-            _rule(GROUP, ("computejobs",), (*READ, "delete")),
+            _rule(GROUP, (COMPUTEJOBS,), (*READ, "delete")),
             _rule(GROUP, ("computejobs/status", "voucherquotas/status"), READ),
             _rule(GROUP, ("memberclusters/status",), READ),
             # The record of every charge: read, never written, even by the platform.
-            _rule(GROUP, ("usagerecords",), READ),
+            _rule(GROUP, (USAGERECORDS,), READ),
             # Programme statements: computed from the records by the operator alone.
-            _rule(GROUP, ("voucherstatements", "voucherstatements/status"), READ),
+            _rule(GROUP, (VOUCHERSTATEMENTS, "voucherstatements/status"), READ),
             _rule("", ("events",), READ),
         ],
         "Issue VoucherQuotas, join MemberClusters, and oversee every tenant's ComputeJobs.",
@@ -93,20 +102,20 @@ def operator_role() -> dict[str, Any]:
     return _cluster_role(
         OPERATOR_ROLE,
         [
-            _rule(GROUP, ("voucherquotas", "memberclusters", "voucherprograms"), (*READ, "patch")),
+            _rule(GROUP, (VOUCHERQUOTAS, MEMBERCLUSTERS, VOUCHERPROGRAMS), (*READ, "patch")),
             # Delete: finished, charged jobs leave the hub after --job-retention.
-            _rule(GROUP, ("computejobs",), (*READ, "patch", "delete")),
+            _rule(GROUP, (COMPUTEJOBS,), (*READ, "patch", "delete")),
             # Programme vouchers (issue 17): issued to every company namespace a programme
             # selects, withdrawn when it stops matching; no other voucher is created or deleted.
-            _rule(GROUP, ("voucherquotas",), ("create", "delete")),
+            _rule(GROUP, (VOUCHERQUOTAS,), ("create", "delete")),
             # Namespaces carry the company labels programmes select on: watched, never written.
             _rule("", ("namespaces",), ("list", "watch")),
             # One record per finished attempt: created once (a retry finds it), listed by the
             # recount, never changed (the schema refuses it) nor deleted.
-            _rule(GROUP, ("usagerecords",), ("create", "get", "list")),
+            _rule(GROUP, (USAGERECORDS,), ("create", "get", "list")),
             # Programme statements (issue 17): one per company and center and month, created
             # and rewritten from the records by the leader; never deleted (the audit trail).
-            _rule(GROUP, ("voucherstatements",), ("create", "get", "list", "patch", "update")),
+            _rule(GROUP, (VOUCHERSTATEMENTS,), ("create", "get", "list", "patch", "update")),
             _rule(
                 GROUP,
                 (

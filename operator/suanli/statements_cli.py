@@ -9,6 +9,7 @@ from typing import Any
 
 from kubernetes import client, config
 
+from suanli.api.kinds import USAGERECORDS
 from suanli.api.meta import GROUP, VERSION
 from suanli.api.voucherstatement import MONTH_PATTERN
 from suanli.errors import UserFacingError
@@ -45,7 +46,7 @@ def run_statements(args: argparse.Namespace) -> int:
         raise UserFacingError(f"--month: {args.month!r} is not YYYY-MM")
     api = config.new_client_from_config(config_file=args.kubeconfig)
     listed: dict[str, Any] = client.CustomObjectsApi(api).list_cluster_custom_object(
-        GROUP, VERSION, "usagerecords"
+        GROUP, VERSION, USAGERECORDS
     )
     result = statements(listed["items"], args.program, args.month)
     print(to_json(result) if args.format == "json" else to_csv(result, args.by), end="")

@@ -22,6 +22,14 @@ from suanli.api.common import ApiModel
 from suanli.api.meta import API_VERSION, KindInfo
 from suanli.api.validation import FieldError, parse
 
+# Each kind's plural, the name its API path, RBAC rules and Kopf handlers use.
+COMPUTEJOBS: Final = computejob.KIND_INFO.plural
+VOUCHERQUOTAS: Final = voucherquota.KIND_INFO.plural
+MEMBERCLUSTERS: Final = membercluster.KIND_INFO.plural
+USAGERECORDS: Final = usagerecord.KIND_INFO.plural
+VOUCHERPROGRAMS: Final = voucherprogram.KIND_INFO.plural
+VOUCHERSTATEMENTS: Final = voucherstatement.KIND_INFO.plural
+
 M = TypeVar("M", bound=ApiModel)
 
 

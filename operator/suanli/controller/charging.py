@@ -28,6 +28,7 @@ from typing import Any, Final, Protocol
 from kubernetes.client.exceptions import ApiException
 
 from suanli import metrics
+from suanli.api.kinds import USAGERECORDS
 from suanli.controller.status import AttemptRecord, JobIdentity, JobStatus
 from suanli.vouchers.ledger import Ledger, NotReservedError, VoucherGoneError
 from suanli.vouchers.recount import RecordedCharge, recorded_charge
@@ -35,7 +36,6 @@ from suanli.vouchers.usage import AttemptFacts, AttemptUsage, JobFacts, attempt_
 
 logger = logging.getLogger(__name__)
 
-RECORDS: Final = "usagerecords"
 NO_CAP: Final = Decimal("Infinity")
 """The cap of a job whose hold was never recorded (admitted before holds were written)."""
 
@@ -225,7 +225,7 @@ class RecordBilling:
                 )
             body = usage_record(facts, usage, split)
             try:
-                stored = await self._records.create(RECORDS, body)
+                stored = await self._records.create(USAGERECORDS, body)
             except ApiException as error:
                 if not _namespace_terminating(error):
                     raise

@@ -30,6 +30,7 @@ from typing import Any
 from suanli import metrics
 from suanli.api.common import format_money, format_timestamp, parse_timestamp
 from suanli.api.computejob import JobPhase
+from suanli.api.names import JOB_UID_LABEL
 from suanli.api.reasons import JobConditionType, JobReason
 from suanli.controller.charging import AttemptCost, Billing
 from suanli.controller.jobs import JobBook
@@ -54,7 +55,6 @@ from suanli.kits.retry import delay_after
 from suanli.kube import NotFoundError
 from suanli.members.failures import describe as describe_failure
 from suanli.members.failures import pod_failures
-from suanli.members.workload import JOB_UID_LABEL
 
 logger = logging.getLogger(__name__)
 

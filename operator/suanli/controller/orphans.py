@@ -28,15 +28,11 @@ from typing import Final
 
 from suanli import metrics
 from suanli.api.computejob import JobPhase
+from suanli.api.kinds import COMPUTEJOBS
+from suanli.api.names import COPY_LABEL, JOB_NAMESPACE_LABEL, JOB_UID_LABEL
 from suanli.controller.jobs import JobBook
 from suanli.controller.ports import Link, Members, Obj, PagedLister
-from suanli.members.copies import COPY_LABEL
-from suanli.members.workload import (
-    JOB_NAMESPACE_LABEL,
-    JOB_UID_LABEL,
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
-)
+from suanli.members.workload import MANAGED_BY, MANAGED_BY_LABEL
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +89,7 @@ class OrphanSweep:
     async def _hub_jobs(self) -> HubJobs:
         existing: set[str] = set()
         unfinished: dict[str, set[str]] = {}
-        async for page in self.hub.list_pages("computejobs", limit=PAGE):
+        async for page in self.hub.list_pages(COMPUTEJOBS, limit=PAGE):
             for job in page:
                 metadata = job.get("metadata") or {}
                 uid = str(metadata.get("uid") or "")

@@ -42,13 +42,13 @@ from suanli.api.computejob import (
     JobPhase,
     PodFailure,
 )
+from suanli.api.kinds import COMPUTEJOBS
 from suanli.api.meta import API_VERSION
 from suanli.api.reasons import JobConditionType
 from suanli.controller.ports import StatusPatcher
 from suanli.dispatch.models import JobRequest
 from suanli.vouchers.keys import object_key
 
-PLURAL: Final = "computejobs"
 ATTEMPT_MESSAGE_MAX: Final = 1024
 CONDITION_MESSAGE_MAX: Final = 32768
 
@@ -366,7 +366,7 @@ class StatusWriter:
         async with tracked.write_lock:
             # Serialised under the lock: the latest record, not the one when this was called.
             patch = {"status": tracked.status.to_wire()}
-            await self._hub.patch_status(PLURAL, identity.namespace, identity.name, patch)
+            await self._hub.patch_status(COMPUTEJOBS, identity.namespace, identity.name, patch)
             tracked.written = True
 
 

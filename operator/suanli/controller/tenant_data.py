@@ -32,6 +32,7 @@ from typing import Final
 
 from suanli import metrics
 from suanli.api.computejob import ComputeJob
+from suanli.api.names import COPY_LABEL, JOB_UID_LABEL
 from suanli.api.reasons import JobReason
 from suanli.api.references import DataKind, data_keys, device_env_errors, template_references
 from suanli.api.validation import format_errors
@@ -39,8 +40,8 @@ from suanli.controller.jobs import JobBook
 from suanli.controller.ports import EventRecorder, Link, Members, TenantDataReader
 from suanli.controller.status import TrackedJob
 from suanli.kube import NotFoundError
-from suanli.members.copies import COPY_LABEL, content_hash, data_copy
-from suanli.members.workload import JOB_UID_LABEL, job_labels, remote_name, remote_namespace
+from suanli.members.copies import content_hash, data_copy
+from suanli.members.workload import job_labels, remote_name, remote_namespace
 
 logger = logging.getLogger(__name__)
 

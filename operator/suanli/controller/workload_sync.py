@@ -52,6 +52,7 @@ from typing import Any, Final
 from suanli import metrics
 from suanli.api.catalogue import member_catalogue
 from suanli.api.computejob import ComputeJob, JobPhase
+from suanli.api.names import JOB_UID_LABEL
 from suanli.api.reasons import JobConditionType, JobReason
 from suanli.api.termination import pod_lifetime
 from suanli.controller.jobs import JobBook
@@ -62,12 +63,7 @@ from suanli.dispatch.capacity import CapacityIndex, OverPlacementError
 from suanli.dispatch.policy import never_placed
 from suanli.kits.retry import delay_after
 from suanli.members.link import MemberLinkError
-from suanli.members.workload import (
-    JOB_UID_LABEL,
-    gang_service,
-    remote_job,
-    remote_namespace_object,
-)
+from suanli.members.workload import gang_service, remote_job, remote_namespace_object
 
 logger = logging.getLogger(__name__)
 

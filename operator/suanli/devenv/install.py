@@ -21,14 +21,14 @@ from kubernetes.client.exceptions import ApiException
 
 from suanli import member_access
 from suanli.api.crdgen import generate
-from suanli.api.kinds import KINDS
+from suanli.api.kinds import KINDS, MEMBERCLUSTERS
 from suanli.api.meta import GROUP, VERSION
+from suanli.api.names import SYSTEM_NAMESPACE
 from suanli.devenv.federation import ClusterInfo, api_client
 from suanli.failures import api_message
 from suanli.kits.waiting import TIMEOUTS, wait_for
 from suanli.rbac import all_roles
 
-SYSTEM_NAMESPACE: Final = "suanli-system"
 # Prices per GPU-hour on the local members, in CNY: H100 dearest, so it bounds worst cases.
 # Ascend 910B at 8.00 is the cheapest per PFLOPS-hour (25.00, against the H100's 28.31).
 DEFAULT_PRICES: Final = {
@@ -113,7 +113,7 @@ def set_telemetry_endpoints(api: client.ApiClient, endpoints: Mapping[str, list[
     custom = client.CustomObjectsApi(api)
     for member, urls in endpoints.items():
         custom.patch_cluster_custom_object(
-            GROUP, VERSION, "memberclusters", member, {"spec": {"telemetryEndpoints": urls}}
+            GROUP, VERSION, MEMBERCLUSTERS, member, {"spec": {"telemetryEndpoints": urls}}
         )
 
 
@@ -169,11 +169,9 @@ def join_members(
         server = (servers or {}).get(member.name)
         secret = store_kubeconfig(api, member.name, grant_hub_access(member, server))
         _create_or_patch(
-            lambda body: custom.create_cluster_custom_object(
-                GROUP, VERSION, "memberclusters", body
-            ),
+            lambda body: custom.create_cluster_custom_object(GROUP, VERSION, MEMBERCLUSTERS, body),
             lambda name, body: custom.patch_cluster_custom_object(
-                GROUP, VERSION, "memberclusters", name, body
+                GROUP, VERSION, MEMBERCLUSTERS, name, body
             ),
             member.name,
             member_cluster(member, secret, prices),

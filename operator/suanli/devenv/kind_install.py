@@ -24,6 +24,7 @@ from typing import Any, Final
 import yaml
 from kubernetes import client
 
+from suanli.api.names import LEADER_LABEL, SYSTEM_NAMESPACE
 from suanli.devenv import install
 from suanli.devenv.docker_engine import DockerEngine, run_command
 from suanli.devenv.federation import ClusterInfo, FederationState, api_client
@@ -32,13 +33,12 @@ from suanli.devenv.providers import NODE_LABEL
 from suanli.devenv.toolchain import KIND, Toolchain
 from suanli.errors import UserFacingError
 from suanli.kits.waiting import wait_for
-from suanli.leadership import LEADER_LABEL
 
 Log = Callable[[str], None]
 
 RELEASE: Final = "suanli"
 EXPORTER_RELEASE: Final = "suanli-exporter"
-NAMESPACE: Final = install.SYSTEM_NAMESPACE
+NAMESPACE: Final = SYSTEM_NAMESPACE
 HELM_TIMEOUT_SECONDS: Final = 300.0
 OPERATOR_READY_TIMEOUT_SECONDS: Final = 180.0
 

@@ -50,7 +50,7 @@ from suanli.dispatch.capacity import (
     NodeCapacity,
     OverPlacementError,
 )
-from suanli.dispatch.kube import JOB_LABEL, node_from_k8s, pod_from_k8s
+from suanli.dispatch.kube import node_from_k8s, pod_from_k8s
 from suanli.dispatch.models import ClusterInfo, JobRequest, NodeInfo, PodInfo, VoucherTerms
 from suanli.dispatch.policy import (
     Choice,
@@ -63,7 +63,6 @@ from suanli.dispatch.policy import (
 from suanli.dispatch.queue import DrainResult, PendingQueue, Placed
 
 __all__ = [
-    "JOB_LABEL",
     "MODEL_LABEL",
     "PRODUCT_LABEL",
     "Assumption",

@@ -35,10 +35,8 @@ from typing import Any, Final
 from suanli.api.catalogue import DEFAULT_CATALOGUE, Catalogue, detect_model
 from suanli.api.gpu_models import MODEL_LABEL, PRODUCT_LABEL
 from suanli.api.membercluster import DEFAULT_GPU_RESOURCE
+from suanli.api.names import JOB_UID_LABEL
 from suanli.dispatch.models import NodeInfo, PodInfo
-
-JOB_LABEL: Final = "suanli.io/job-uid"
-"""Label on remote pods carrying the hub ComputeJob's uid (the :attr:`JobRequest.key`)."""
 
 TERMINAL_PHASES: Final = frozenset({"Succeeded", "Failed"})
 _LIFECYCLE_TAINT_PREFIXES: Final = ("node.kubernetes.io/", "node.cloudprovider.kubernetes.io/")
@@ -180,7 +178,7 @@ def pod_from_k8s(
     obj: Mapping[str, Any],
     *,
     gpu_resources: frozenset[str] = frozenset({DEFAULT_GPU_RESOURCE}),
-    job_label: str = JOB_LABEL,
+    job_label: str = JOB_UID_LABEL,
 ) -> PodInfo:
     """A Pod object as a :class:`PodInfo`; ``job`` is read from ``job_label``."""
     metadata = _mapping(obj.get("metadata"))

@@ -179,7 +179,7 @@ class JobRequest:
 
     key: str
     """Stable identity for the assume cache and the queue; the ComputeJob's uid is best, as it
-    is also a valid label value for the remote pods (see :data:`suanli.dispatch.kube.JOB_LABEL`).
+    is also a valid label value for the remote pods (see :data:`suanli.api.names.JOB_UID_LABEL`).
     """
     name: str
     """``namespace/name``, for messages."""

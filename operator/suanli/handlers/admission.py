@@ -30,18 +30,18 @@ import kopf
 from suanli import metrics
 from suanli.admission.references import ReferenceReadTimeoutError, reference_errors
 from suanli.api.computejob import ComputeJob, validate_computejob
-from suanli.api.kinds import validate_manifest
+from suanli.api.kinds import COMPUTEJOBS, MEMBERCLUSTERS, VOUCHERQUOTAS, validate_manifest
 from suanli.api.meta import API_VERSION, GROUP, VERSION
+from suanli.api.names import FINALIZER, HOLD_ANNOTATION
 from suanli.api.reasons import VoucherConditionType
 from suanli.api.termination import grace_warnings
 from suanli.api.validation import format_errors, parse
-from suanli.handlers.computejob import FINALIZER
 from suanli.handlers.programs import hold_program, judge, program_quote
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.voucher_cache import ParsedVoucher, parse_voucher
 from suanli.kube import NotFoundError
 from suanli.vouchers.estimate import estimate_warning
-from suanli.vouchers.holds import HOLD_ANNOTATION, ProgramQuote, QuotedHold, read_hold
+from suanli.vouchers.holds import ProgramQuote, QuotedHold, read_hold
 from suanli.vouchers.ledger import VoucherGoneError
 from suanli.vouchers.limits import Allowed, Refused, evaluate, quote
 
@@ -91,7 +91,7 @@ def _valid_computejob(data: dict[str, Any]) -> ComputeJob:
 @kopf.on.validate(
     GROUP,
     VERSION,
-    "computejobs",
+    COMPUTEJOBS,
     id="computejob-admission",
     operations=["CREATE"],
     persistent=True,
@@ -180,7 +180,7 @@ def _hold_of(voucher: str, decision: Allowed, program: ProgramQuote | None) -> Q
 @kopf.on.mutate(
     GROUP,
     VERSION,
-    "computejobs",
+    COMPUTEJOBS,
     id="computejob-defaults",
     operations=["CREATE"],
     persistent=True,
@@ -238,7 +238,7 @@ async def _find_voucher(runtime: Runtime, job: ComputeJob) -> ParsedVoucher | st
             return cached
         try:
             # Created a moment ago and not yet seen by the watch, perhaps.
-            body = await runtime.hub.get("voucherquotas", namespace, reference.name)
+            body = await runtime.hub.get(VOUCHERQUOTAS, namespace, reference.name)
         except NotFoundError:
             return _missing_voucher(namespace, reference.name)
         runtime.vouchers.put(body)
@@ -286,7 +286,7 @@ async def _record_denial(
 @kopf.on.validate(
     GROUP,
     VERSION,
-    "computejobs",
+    COMPUTEJOBS,
     id="computejob-immutable",
     operations=["UPDATE"],
     persistent=True,
@@ -326,7 +326,7 @@ async def computejob_update(body: kopf.Body, namespace: str | None, **kwargs: An
 @kopf.on.validate(
     GROUP,
     VERSION,
-    "voucherquotas",
+    VOUCHERQUOTAS,
     id="voucherquota-validation",
     operations=["CREATE", "UPDATE"],
     persistent=True,
@@ -338,7 +338,7 @@ async def voucherquota_validate(body: kopf.Body, namespace: str | None, **_: Any
 @kopf.on.validate(
     GROUP,
     VERSION,
-    "memberclusters",
+    MEMBERCLUSTERS,
     id="membercluster-validation",
     operations=["CREATE", "UPDATE"],
     persistent=True,

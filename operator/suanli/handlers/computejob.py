@@ -13,14 +13,16 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 
 from suanli.api.common import ConditionStatus, format_duration, format_money, set_condition
 from suanli.api.computejob import ComputeJob, JobPhase
+from suanli.api.kinds import COMPUTEJOBS
 from suanli.api.meta import GROUP, VERSION
+from suanli.api.names import FINALIZER
 from suanli.api.reasons import JobConditionType, JobReason
 from suanli.api.voucherquota import VoucherQuota
 from suanli.handlers.pending_holds import seen_stored
@@ -63,12 +65,7 @@ async def _holding_voucher(runtime: Runtime, job: ComputeJob) -> tuple[VoucherQu
     return None
 
 
-FINALIZER: Final = "suanli.io/finalizer"
-"""Held by every ComputeJob until its remote workload is stopped and what it used is charged.
-(The name Kopf used for it before the operator managed it itself, so older jobs keep theirs.)"""
-
-
-@kopf.on.event(GROUP, VERSION, "computejobs", id="computejob-events")
+@kopf.on.event(GROUP, VERSION, COMPUTEJOBS, id="computejob-events")
 async def computejob_event(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any) -> None:
     """Every ComputeJob event, and every job listed at start-up (Kopf runs them one at a time
     per object): hold the finalizer, record a new job's admission, hand it to the dispatcher;
@@ -133,7 +130,7 @@ async def _add_finalizer(
     ]
     with contextlib.suppress(ConflictError, NotFoundError, ApiException):
         await runtime.hub.json_patch(
-            "computejobs", metadata.get("namespace"), metadata["name"], patch
+            COMPUTEJOBS, metadata.get("namespace"), metadata["name"], patch
         )
 
 
@@ -160,11 +157,11 @@ async def _release(runtime: Runtime, job: ComputeJob) -> None:
     ]
     namespace, name = job.metadata.namespace, job.metadata.name or ""
     try:
-        await runtime.hub.json_patch("computejobs", namespace, name, patch)
+        await runtime.hub.json_patch(COMPUTEJOBS, namespace, name, patch)
     except (ApiException, ConflictError) as error:
         if getattr(error, "status", 409) not in (409, 422):  # the list changed: read it again
             raise
-        current = await runtime.hub.get("computejobs", namespace, name)
+        current = await runtime.hub.get(COMPUTEJOBS, namespace, name)
         job.metadata.finalizers = (current.get("metadata") or {}).get("finalizers") or []
         if FINALIZER in job.metadata.finalizers:
             raise
@@ -216,7 +213,7 @@ async def _record_admission(runtime: Runtime, job: ComputeJob) -> None:
     if found is None:
         patch = {"status": status.model_dump(mode="json", by_alias=True, exclude_none=True)}
         await runtime.hub.patch_status(
-            "computejobs", job.metadata.namespace, job.metadata.name or "", patch
+            COMPUTEJOBS, job.metadata.namespace, job.metadata.name or "", patch
         )
         await runtime.hub.event(
             job.model_dump(mode="json", by_alias=True, exclude_none=True),

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from suanli import metrics
 from suanli.api.common import Condition, ConditionStatus, set_condition
+from suanli.api.kinds import VOUCHERQUOTAS
 from suanli.api.voucherquota import VoucherQuota
 from suanli.handlers.voucher_cache import ParsedVoucher, VoucherCache, parse_voucher
 from suanli.kits.retry import delay_after
@@ -36,7 +37,6 @@ from suanli.vouchers.ledger import Ledger, VoucherGoneError, VoucherTerms
 
 logger = logging.getLogger(__name__)
 
-PLURAL: Final = "voucherquotas"
 MAX_CONFLICTS: Final = 20
 
 LedgerChange = Callable[[Ledger], Ledger]
@@ -196,7 +196,9 @@ class LedgerWriter:
             if new_status == status:
                 return
             try:
-                written = await self._hub.replace_status(PLURAL, {**body, "status": new_status})
+                written = await self._hub.replace_status(
+                    VOUCHERQUOTAS, {**body, "status": new_status}
+                )
             except ConflictError:
                 logger.debug("voucher %s changed under us (attempt %d)", self._name, attempt)
                 parsed = parse_voucher(await self._read())
@@ -212,7 +214,7 @@ class LedgerWriter:
 
     async def _read(self) -> dict[str, Any]:
         try:
-            body = await self._hub.get(PLURAL, self._namespace, self._name)
+            body = await self._hub.get(VOUCHERQUOTAS, self._namespace, self._name)
         except NotFoundError as error:
             self._cache.forget(self._namespace, self._name)
             raise VoucherGoneError(f"voucher {self._namespace}/{self._name}: {error}") from error

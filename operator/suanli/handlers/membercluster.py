@@ -18,6 +18,7 @@ import kopf
 from suanli import metrics
 from suanli.api.catalogue import format_pflops, member_catalogue
 from suanli.api.common import Condition, ConditionStatus, set_condition
+from suanli.api.kinds import MEMBERCLUSTERS
 from suanli.api.meta import GROUP, VERSION
 from suanli.api.reasons import MemberConditionType, MemberReason
 from suanli.dispatch.pflops import STATES, catalogue_fields, federation_summary, pflops_of
@@ -35,7 +36,7 @@ async def membercluster_prime(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
     runtime.dispatcher.start()
     try:
-        members = await runtime.hub.list("memberclusters")
+        members = await runtime.hub.list(MEMBERCLUSTERS)
     except Exception:  # the watch delivers them as well; start-up must not stall on it
         logger.exception("listing MemberClusters at start-up failed; the watch will add them")
         members = []
@@ -65,7 +66,7 @@ async def membercluster_disconnect(memo: kopf.Memo, **_: Any) -> None:
     await runtime.dispatcher.stop()
 
 
-@kopf.on.event(GROUP, VERSION, "memberclusters")
+@kopf.on.event(GROUP, VERSION, MEMBERCLUSTERS)
 async def membercluster_event(
     type: str | None, event: kopf.RawEvent, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
@@ -80,7 +81,7 @@ async def membercluster_event(
         await runtime.dispatcher.member_upsert(body)
 
 
-@kopf.on.delete(GROUP, VERSION, "memberclusters", id="membercluster-removal")
+@kopf.on.delete(GROUP, VERSION, MEMBERCLUSTERS, id="membercluster-removal")
 async def membercluster_removal(name: str, memo: kopf.Memo, **_: Any) -> None:
     """Held by Kopf's finalizer until the member's jobs are charged and placed elsewhere and
     their copies removed; a failure is retried by Kopf, so deleting a member loses no money."""
@@ -173,7 +174,7 @@ async def write_member_status(runtime: Runtime, name: str) -> None:
         last = status.get("lastHeartbeatTime")
         if last and (now - datetime.fromisoformat(last.replace("Z", "+00:00"))).seconds < 30:
             return
-    written = await runtime.hub.patch_status("memberclusters", None, name, {"status": new_status})
+    written = await runtime.hub.patch_status(MEMBERCLUSTERS, None, name, {"status": new_status})
     runtime.members[name] = written
 
 

@@ -21,6 +21,7 @@ import kopf
 import prometheus_client
 
 from suanli import malloc, metrics, tls_buffers
+from suanli.api.meta import GROUP
 from suanli.certs import generate_webhook_certificates
 from suanli.handlers import (  # noqa: F401
     admission,
@@ -40,8 +41,6 @@ from suanli.options import OperatorOptions
 from suanli.probes import HealthServer, StandbyWebhook
 
 logger = logging.getLogger(__name__)
-
-ANNOTATION_PREFIX = "suanli.io"
 
 
 @dataclass(frozen=True)
@@ -121,12 +120,10 @@ def build_settings(options: OperatorOptions, tls: _TLS) -> kopf.OperatorSettings
     # annotations under our own prefix, and our own finalizer name.
     # Not the ComputeJob finalizer (suanli.io/finalizer), which the operator holds itself:
     # Kopf removes its own finalizer from objects that have no deletion handler.
-    settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/kopf-finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix=ANNOTATION_PREFIX
-    )
+    settings.persistence.finalizer = f"{GROUP}/kopf-finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+        prefix=GROUP, key="last-handled-configuration"
     )
     # Handler log lines are not Events: tenants get the Events we write on purpose.
     settings.posting.level = logging.ERROR

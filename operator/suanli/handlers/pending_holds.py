@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from suanli import metrics
+from suanli.api.kinds import COMPUTEJOBS
 from suanli.handlers.runtime import Runtime
 from suanli.kits.loops import run_forever
 from suanli.kube import NotFoundError
@@ -38,7 +39,7 @@ async def settle(runtime: Runtime, hold: PendingHold, *, now: datetime) -> bool:
     and its deadline not passed)."""
     namespace, _, name = hold.job.partition("/")
     try:
-        body = await runtime.hub.get("computejobs", namespace, name)
+        body = await runtime.hub.get(COMPUTEJOBS, namespace, name)
         stored = (body.get("metadata") or {}).get("uid") == hold.uid
     except NotFoundError:
         stored = False

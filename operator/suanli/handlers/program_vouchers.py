@@ -34,6 +34,7 @@ from typing import Any, Final, cast
 import kopf
 
 from suanli.api.common import parse_timestamp
+from suanli.api.kinds import VOUCHERQUOTAS
 from suanli.api.voucherprogram import (
     COMPANY_LABEL,
     ENROLLED_ANNOTATION,
@@ -174,14 +175,14 @@ async def reconcile_namespace(
             continue
         logger.info("withdrawing voucher %s/%s", name, voucher)
         with contextlib.suppress(NotFoundError):  # gone already
-            await runtime.hub.delete("voucherquotas", name, voucher)
+            await runtime.hub.delete(VOUCHERQUOTAS, name, voucher)
     if desired is None:
         return settled
     current = next(
         (p for p in issued if p.voucher.metadata.name == desired["metadata"]["name"]), None
     )
     if current is None:
-        stored = await runtime.hub.create("voucherquotas", desired)
+        stored = await runtime.hub.create(VOUCHERQUOTAS, desired)
         runtime.vouchers.put(stored)
         parsed_stored = runtime.vouchers.get(name, desired["metadata"]["name"])
         if parsed_stored is not None:  # what a read would give: admission need not read it
@@ -189,7 +190,7 @@ async def reconcile_namespace(
         logger.info("issued voucher %s/%s", name, desired["metadata"]["name"])
     elif current.body.get("spec") != desired["spec"]:
         stored = await runtime.hub.merge_patch(
-            "voucherquotas", name, desired["metadata"]["name"], {"spec": desired["spec"]}
+            VOUCHERQUOTAS, name, desired["metadata"]["name"], {"spec": desired["spec"]}
         )
         runtime.vouchers.put(stored)
         logger.info(

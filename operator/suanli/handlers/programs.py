@@ -32,6 +32,7 @@ from suanli.api.common import (
     set_condition,
 )
 from suanli.api.computejob import ComputeJob
+from suanli.api.kinds import COMPUTEJOBS, USAGERECORDS, VOUCHERPROGRAMS
 from suanli.api.membercluster import MemberCluster
 from suanli.api.meta import GROUP, VERSION
 from suanli.api.voucherprogram import VoucherProgram
@@ -57,7 +58,6 @@ from suanli.vouchers.refusals import Refusal, RefusalReason
 
 logger = logging.getLogger(__name__)
 
-PLURAL: Final = "voucherprograms"
 STATUS_INTERVAL: Final = 1.0
 """Seconds between programme status writes (coalesced: one write per changed programme)."""
 
@@ -135,9 +135,11 @@ def _hold_split(quote: ProgramQuote) -> HoldSplit:
 async def rebuild_all(runtime: Runtime) -> None:
     """Rebuild every programme's counters from the jobs that hold and the records that charged
     (after the vouchers' recount, which says which holds are still active)."""
-    programs = [VoucherProgram.model_validate(body) for body in await runtime.hub.list(PLURAL)]
-    jobs = [ComputeJob.model_validate(body) for body in await runtime.hub.list("computejobs")]
-    records = await runtime.hub.list("usagerecords")
+    programs = [
+        VoucherProgram.model_validate(body) for body in await runtime.hub.list(VOUCHERPROGRAMS)
+    ]
+    jobs = [ComputeJob.model_validate(body) for body in await runtime.hub.list(COMPUTEJOBS)]
+    records = await runtime.hub.list(USAGERECORDS)
     holds: dict[str, list[RestoredHold]] = {}
     for job in jobs:
         hold = read_hold(job.metadata.annotations)
@@ -170,7 +172,7 @@ async def rebuild_all(runtime: Runtime) -> None:
 # --- programmes ---------------------------------------------------------------------------------
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL, id="voucherprogram-events")
+@kopf.on.event(GROUP, VERSION, VOUCHERPROGRAMS, id="voucherprogram-events")
 async def voucherprogram_event(
     type: str | None, event: kopf.RawEvent, memo: kopf.Memo, **_: Any
 ) -> None:
@@ -286,7 +288,7 @@ async def write_status_forever(runtime: Runtime) -> None:
             metrics.PROGRAM_LEFT.labels(name, currency).set(float(ledger.left))
             try:
                 await runtime.hub.patch_status(
-                    PLURAL, None, name, {"status": status_of(program, ledger, now)}
+                    VOUCHERPROGRAMS, None, name, {"status": status_of(program, ledger, now)}
                 )
                 written[name] = version
             except NotFoundError:

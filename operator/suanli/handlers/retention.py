@@ -15,6 +15,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from suanli import metrics
+from suanli.api.kinds import COMPUTEJOBS
 from suanli.controller.retention import PAGE, PER_PASS, Retirable, due, pass_interval
 from suanli.handlers.runtime import Runtime
 from suanli.kits.loops import run_forever
@@ -37,14 +38,14 @@ def _still_held(runtime: Runtime, job: Retirable) -> bool:
 async def retire_due(runtime: Runtime, retention: timedelta, *, now: datetime) -> int:
     """One pass: delete up to ``PER_PASS`` jobs that are due; how many were deleted."""
     retired = 0
-    async for page in runtime.hub.list_pages("computejobs", limit=PAGE):
+    async for page in runtime.hub.list_pages(COMPUTEJOBS, limit=PAGE):
         for job in due(page, now=now, retention=retention):
             if retired >= PER_PASS:
                 return retired  # the rest next pass
             if _still_held(runtime, job):
                 continue
             try:
-                await runtime.hub.delete("computejobs", job.namespace, job.name, uid=job.uid)
+                await runtime.hub.delete(COMPUTEJOBS, job.namespace, job.name, uid=job.uid)
             except (NotFoundError, ConflictError):
                 continue  # gone already, or another job of that name now
             retired += 1

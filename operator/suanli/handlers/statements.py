@@ -24,11 +24,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from suanli import metrics
+from suanli.api.kinds import USAGERECORDS, VOUCHERSTATEMENTS
 from suanli.handlers.runtime import Runtime
 from suanli.kits.loops import run_forever
 from suanli.kube import Hub
 from suanli.vouchers.statement_objects import (
-    STATEMENTS_PLURAL,
     closes_at,
     month_selector,
     next_status,
@@ -40,7 +40,6 @@ from suanli.vouchers.usage import month_of
 
 logger = logging.getLogger(__name__)
 
-RECORDS: Final = "usagerecords"
 TASK: Final = "statements"
 
 
@@ -54,10 +53,10 @@ async def regenerate(hub: Hub, program: str, month: str, now: datetime) -> int:
     """Bring the statements of ``program``'s ``month`` in line with its records; how many
     writes it took (none when they were current)."""
     selector = month_selector(program, month)
-    records = await hub.list(RECORDS, label_selector=selector)
+    records = await hub.list(USAGERECORDS, label_selector=selector)
     stored = {
         body["metadata"]["name"]: body
-        for body in await hub.list(STATEMENTS_PLURAL, label_selector=selector)
+        for body in await hub.list(VOUCHERSTATEMENTS, label_selector=selector)
     }
     writes = 0
     for body in statement_objects(statements(records, program, month)):
@@ -65,16 +64,16 @@ async def regenerate(hub: Hub, program: str, month: str, now: datetime) -> int:
         current = stored.get(name)
         if current is None:
             # Finds the stored one if an earlier create landed and its answer was lost.
-            current = await hub.create(STATEMENTS_PLURAL, body)
+            current = await hub.create(VOUCHERSTATEMENTS, body)
             writes += 1
         # No status yet: created just now (or its first status write failed): revision 1.
         status = next_status(current if current.get("status") else None, spec, now)
         if not same_spec(current.get("spec"), spec):
             patch = {"metadata": {"labels": body["metadata"]["labels"]}, "spec": spec}
-            await hub.merge_patch(STATEMENTS_PLURAL, None, name, patch)
+            await hub.merge_patch(VOUCHERSTATEMENTS, None, name, patch)
             writes += 1
         if status != current.get("status"):
-            await hub.patch_status(STATEMENTS_PLURAL, None, name, {"status": status})
+            await hub.patch_status(VOUCHERSTATEMENTS, None, name, {"status": status})
             writes += 1
     return writes
 

@@ -21,11 +21,12 @@ from typing import Any, Final
 import kopf
 
 from suanli import metrics
+from suanli.api.names import LEADER_LABEL
 from suanli.handlers import pending_holds, program_vouchers, programs, statements
 from suanli.handlers.retention import retire_forever
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.voucherquota import recount_all, recount_forever
-from suanli.leadership import DELETION_COST, LEADER_DELETION_COST, LEADER_LABEL, admit_after
+from suanli.leadership import DELETION_COST, LEADER_DELETION_COST, admit_after
 
 logger = logging.getLogger(__name__)
 

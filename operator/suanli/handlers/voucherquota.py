@@ -18,6 +18,7 @@ from typing import Any, cast
 import kopf
 
 from suanli.api.computejob import ComputeJob
+from suanli.api.kinds import COMPUTEJOBS, USAGERECORDS, VOUCHERQUOTAS
 from suanli.api.meta import GROUP, VERSION
 from suanli.handlers.runtime import Runtime
 from suanli.kits.loops import run_forever
@@ -27,16 +28,16 @@ from suanli.vouchers.recount import recorded_charge, recount
 logger = logging.getLogger(__name__)
 
 
-@kopf.on.resume(GROUP, VERSION, "voucherquotas", id="voucherquota-status")
-@kopf.on.create(GROUP, VERSION, "voucherquotas", id="voucherquota-status")
-@kopf.on.update(GROUP, VERSION, "voucherquotas", id="voucherquota-status", field="spec")
+@kopf.on.resume(GROUP, VERSION, VOUCHERQUOTAS, id="voucherquota-status")
+@kopf.on.create(GROUP, VERSION, VOUCHERQUOTAS, id="voucherquota-status")
+@kopf.on.update(GROUP, VERSION, VOUCHERQUOTAS, id="voucherquota-status", field="spec")
 async def voucherquota_status(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     """Write balances and conditions (a new voucher, a changed spec, an operator restart)."""
     runtime: Runtime = memo.runtime
     await runtime.ledger_writer(namespace or "", name).refresh()
 
 
-@kopf.on.event(GROUP, VERSION, "voucherquotas")
+@kopf.on.event(GROUP, VERSION, VOUCHERQUOTAS)
 async def voucherquota_event(
     type: str | None, event: kopf.RawEvent, memo: kopf.Memo, **_: Any
 ) -> None:
@@ -54,13 +55,13 @@ async def voucherquota_event(
 async def recount_voucher(runtime: Runtime, namespace: str, name: str) -> list[str]:
     """Reconcile one voucher's ledger with the jobs of its namespace; the keys it fixed."""
     jobs = [
-        ComputeJob.model_validate(body) for body in await runtime.hub.list("computejobs", namespace)
+        ComputeJob.model_validate(body) for body in await runtime.hub.list(COMPUTEJOBS, namespace)
     ]
     # Every record of the namespace: a voucher's are told apart by their spec, exactly, not by
     # a label (a label value holds only 63 characters).
     records = [
         charge
-        for body in await runtime.hub.list("usagerecords", namespace)
+        for body in await runtime.hub.list(USAGERECORDS, namespace)
         if (charge := recorded_charge(body)) is not None
     ]
     grace = timedelta(seconds=runtime.options.hold_grace_seconds)
@@ -84,7 +85,7 @@ async def recount_voucher(runtime: Runtime, namespace: str, name: str) -> list[s
 
 async def recount_all(runtime: Runtime) -> None:
     """Recount every voucher; the list also refreshes the voucher cache."""
-    for voucher in await runtime.hub.list("voucherquotas"):
+    for voucher in await runtime.hub.list(VOUCHERQUOTAS):
         runtime.vouchers.put(voucher)
         metadata = voucher["metadata"]
         try:

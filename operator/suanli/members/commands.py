@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from suanli import member_access
+from suanli.api.names import SYSTEM_NAMESPACE
 from suanli.api.podpolicy import PodSecurityLevel
 from suanli.errors import UserFacingError
 
@@ -85,7 +86,7 @@ def register(subparsers: Any) -> None:
 def _identity_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--namespace",
-        default=member_access.NAMESPACE,
+        default=SYSTEM_NAMESPACE,
         help="namespace of the hub's ServiceAccount (default %(default)s)",
     )
     parser.add_argument(

@@ -18,15 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
+from suanli.api.names import CONTENT_HASH_ANNOTATION, COPY_LABEL, COPY_OF_ANNOTATION
 from suanli.api.references import COPYABLE_SECRET_TYPES, DataKind
 from suanli.members.workload import copy_name
-
-COPY_OF_ANNOTATION: Final = "suanli.io/copy-of"
-CONTENT_HASH_ANNOTATION: Final = "suanli.io/content-hash"
-COPY_LABEL: Final = "suanli.io/tenant-data"
-"""``"true"`` on every copy: what the hub's identity may delete by selector."""
 
 
 def content(kind: DataKind, source: Mapping[str, Any]) -> dict[str, Any]:

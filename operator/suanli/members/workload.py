@@ -29,10 +29,10 @@ from typing import Any, Final
 
 from suanli.api.computejob import ComputeJob
 from suanli.api.gpu_models import MODEL_LABEL, PRODUCT_LABEL
+from suanli.api.names import HUB_ANNOTATION, JOB_NAME_LABEL, JOB_NAMESPACE_LABEL, JOB_UID_LABEL
 from suanli.api.podpolicy import PodSecurityLevel
 from suanli.api.references import rename_references
 from suanli.api.termination import DEFAULT_TERMINATION_GRACE_SECONDS, bound_graces, pod_lifetime
-from suanli.dispatch.kube import JOB_LABEL
 from suanli.members.rendezvous import (
     add_launcher_env,
     headless_service,
@@ -40,12 +40,8 @@ from suanli.members.rendezvous import (
     service_name,
 )
 
-JOB_NAMESPACE_LABEL: Final = "suanli.io/job-namespace"
-JOB_NAME_LABEL: Final = "suanli.io/job-name"
-JOB_UID_LABEL: Final = JOB_LABEL  # the dispatcher finds a pod's ComputeJob by it
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "suanli"
-HUB_ANNOTATION: Final = "suanli.io/computejob"
 
 _MAX_NAME: Final = 63
 _MAX_OBJECT_NAME: Final = 253

@@ -14,10 +14,10 @@ from typing import Any, TextIO
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from suanli.api.kinds import COMPUTEJOBS, MEMBERCLUSTERS, VOUCHERQUOTAS
 from suanli.api.meta import GROUP, VERSION
-from suanli.status.report import LEASE_NAME, leader_line, render
-
-DEFAULT_NAMESPACE = "suanli-system"
+from suanli.api.names import LEASE_NAME, SYSTEM_NAMESPACE
+from suanli.status.report import leader_line, render
 
 
 def register(subparsers: Any) -> None:
@@ -36,8 +36,8 @@ def register(subparsers: Any) -> None:
     status.add_argument("--context", default=None, help="its context for the hub")
     status.add_argument(
         "--namespace",
-        default=DEFAULT_NAMESPACE,
-        help=f"the operator's namespace, where its Lease is (default {DEFAULT_NAMESPACE})",
+        default=SYSTEM_NAMESPACE,
+        help=f"the operator's namespace, where its Lease is (default {SYSTEM_NAMESPACE})",
     )
     status.set_defaults(handler=_status)
 
@@ -75,10 +75,10 @@ def print_status(
         now = datetime.now(UTC)
         report = render(
             server=api.configuration.host,
-            members=_list(custom, "memberclusters"),
+            members=_list(custom, MEMBERCLUSTERS),
             leader=_leader(api, namespace, now),
-            jobs=_list(custom, "computejobs"),
-            vouchers=_list(custom, "voucherquotas"),
+            jobs=_list(custom, COMPUTEJOBS),
+            vouchers=_list(custom, VOUCHERQUOTAS),
             now=now,
         )
     out.write(report)

@@ -14,10 +14,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from suanli.api.common import format_duration, parse_timestamp
+from suanli.api.names import LEASE_NAME
 from suanli.monitoring.alerts import VOUCHER_LOW_FRACTION
 
 Obj = dict[str, Any]
-LEASE_NAME: Final = "suanli-admission"
 
 
 def _ago(then: str | None, now: datetime) -> str:

@@ -16,11 +16,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final
 
 from suanli.api.common import format_money, parse_money
-
-HOLD_ANNOTATION: Final = "suanli.io/hold"
+from suanli.api.names import HOLD_ANNOTATION
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,6 @@ from suanli.vouchers.usage import label_value, month_of
 CLOSE_GRACE: Final = timedelta(days=1)
 """How long after its month a statement stays Open: a record is written when its attempt's end
 is seen, which a member unreachable for a while (or a hub down) can delay past midnight."""
-STATEMENTS_PLURAL: Final = "voucherstatements"
 
 
 def records_digest(lines: Iterable[Line]) -> str:

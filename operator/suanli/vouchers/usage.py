@@ -33,6 +33,8 @@ from decimal import Decimal
 from typing import Any, Final
 
 from suanli.api.common import ZERO, format_money, format_timestamp
+from suanli.api.meta import API_VERSION
+from suanli.api.names import JOB_UID_LABEL, VOUCHER_LABEL
 from suanli.api.voucherprogram import COMPANY_LABEL, PROGRAM_LABEL
 from suanli.api.voucherstatement import CENTER_LABEL, MONTH_LABEL
 from suanli.vouchers.pricing import charge_for, gpu_seconds
@@ -138,9 +140,6 @@ class JobFacts:
 
 
 USAGE_RECORD_KIND: Final = "UsageRecord"
-USAGE_RECORD_API_VERSION: Final = "suanli.io/v1alpha1"
-JOB_UID_LABEL: Final = "suanli.io/job-uid"
-VOUCHER_LABEL: Final = "suanli.io/voucher"
 
 
 def usage_record(
@@ -189,7 +188,7 @@ def usage_record(
             CENTER_LABEL: facts.cluster,
         }
     return {
-        "apiVersion": USAGE_RECORD_API_VERSION,
+        "apiVersion": API_VERSION,
         "kind": USAGE_RECORD_KIND,
         "metadata": {
             "name": record_name(job.name, job.uid, facts.number),
