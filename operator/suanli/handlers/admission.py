@@ -28,6 +28,8 @@ from typing import Any, Final
 import kopf
 
 from suanli import metrics
+from suanli.admission.decide import AdmissionRequest, AdmissionState, Denied, decide
+from suanli.admission.programme import program_quote
 from suanli.admission.references import ReferenceReadTimeoutError, reference_errors
 from suanli.api.computejob import ComputeJob, validate_computejob
 from suanli.api.kinds import COMPUTEJOBS, MEMBERCLUSTERS, VOUCHERQUOTAS, validate_manifest
@@ -36,14 +38,12 @@ from suanli.api.names import FINALIZER, HOLD_ANNOTATION
 from suanli.api.reasons import VoucherConditionType
 from suanli.api.termination import grace_warnings
 from suanli.api.validation import format_errors, parse
-from suanli.handlers.programs import hold_program, judge, program_quote
 from suanli.handlers.runtime import Runtime
 from suanli.handlers.voucher_cache import ParsedVoucher, parse_voucher
 from suanli.kube import NotFoundError
-from suanli.vouchers.estimate import estimate_warning
-from suanli.vouchers.holds import ProgramQuote, QuotedHold, read_hold
+from suanli.vouchers.holds import QuotedHold
 from suanli.vouchers.ledger import VoucherGoneError
-from suanli.vouchers.limits import Allowed, Refused, evaluate, quote
+from suanli.vouchers.limits import Allowed, quote
 
 # The only spec field a tenant may change once the job is admitted: it reorders the queue and
 # neither the cost nor the placement rules.
@@ -121,43 +121,28 @@ async def computejob_create(
         await runtime.ledger_writer(*key).load()
     except VoucherGoneError:
         raise _deny(_missing_voucher(*key), "VoucherNotFound") from None
-    offers = runtime.price_offers()
     now = datetime.now(UTC)
-    # From here to the hold no await: no other request can take what this one is judged on.
-    ledger = runtime.book.ledger(key)
-    if ledger is None or not runtime.gate.is_open:
-        raise _deny(runtime.gate.refusal, "NotLeader", code=503)
-    # A programme's voucher (issue 17): the pool, the company's cap and credit line first.
-    program = judge(runtime, job, voucher, runtime.member_models(), now)
-    if isinstance(program, Refused):
-        await _record_denial(runtime, voucher_body, job, program.message)
-        raise _deny(program.message, program.reason)
-    decision = evaluate(job, voucher, offers, ledger, now)
-    if dryrun:  # the cost before submit (issue 19); warnings go out with a denial too
-        warnings.append(estimate_warning(job, voucher, offers, ledger, decision))
-    if isinstance(decision, Refused):
-        await _record_denial(runtime, voucher_body, job, decision.message)
-        raise _deny(decision.message, decision.reason)
-    quoted = _hold_of(key[1], decision, program)
-    if read_hold(job.metadata.annotations) != quoted:
-        raise _deny(
-            f"metadata.annotations[{HOLD_ANNOTATION}]: the job does not carry the hold suanli "
-            f"quotes for it ({quoted.annotation()}): the price or the voucher "
-            "changed while it was admitted, or the annotation was not set by suanli",
-            "QuoteChanged",
-            code=409,
-        )
-    if dryrun:
-        metrics.ADMISSION_DECISIONS.labels("admitted-dry-run", "").inc()
-        return
-    deadline = now + timedelta(seconds=runtime.options.webhook_timeout)
-    held = runtime.book.admit(key, decision.request, deadline)
-    if not held.admitted:  # the same ledger as evaluate's: only a repeated uid gets here
-        raise _deny(held.message, held.reason or "Refused")
-    if program is not None:
-        hold_program(runtime, decision.request.uid, program)
-    metrics.ADMISSION_DECISIONS.labels("admitted", "").inc()
-    metrics.ADMISSION_SECONDS.observe(time.monotonic() - started)
+    request = AdmissionRequest(
+        job=job,
+        voucher=voucher,
+        offers=runtime.price_offers(),
+        members=runtime.member_models(),
+        now=now,
+        deadline=now + timedelta(seconds=runtime.options.webhook_timeout),
+        dry_run=dryrun,
+    )
+    state = AdmissionState(runtime.gate, runtime.book, runtime.programs, runtime.program_specs)
+    decision = decide(request, state)
+    warnings.extend(decision.warnings)
+    if isinstance(decision, Denied):
+        if decision.on_voucher:
+            await _record_denial(runtime, voucher_body, job, decision.message)
+        raise _deny(decision.message, decision.reason, code=decision.code)
+    metrics.ADMISSION_DECISIONS.labels(
+        "admitted-dry-run" if decision.dry_run else "admitted", ""
+    ).inc()
+    if not decision.dry_run:
+        metrics.ADMISSION_SECONDS.observe(time.monotonic() - started)
 
 
 async def _check_references(runtime: Runtime, job: ComputeJob) -> None:
@@ -171,10 +156,6 @@ async def _check_references(runtime: Runtime, job: ComputeJob) -> None:
         raise _deny(str(error), "ReferencesUnread", code=503) from None
     if refused:
         raise _deny(format_errors(refused), "Invalid")
-
-
-def _hold_of(voucher: str, decision: Allowed, program: ProgramQuote | None) -> QuotedHold:
-    return QuotedHold(voucher, decision.request.amount, decision.request.gpus, program)
 
 
 @kopf.on.mutate(
@@ -224,8 +205,12 @@ async def _quote(runtime: Runtime, data: dict[str, Any]) -> QuotedHold | None:
     quoted = quote(job, found.voucher, runtime.price_offers(), datetime.now(UTC))
     if not isinstance(quoted, Allowed):
         return None
-    program = program_quote(runtime, found.voucher, quoted.worst_case, runtime.member_models())
-    return _hold_of(found.voucher.metadata.name or "", quoted, program)
+    program = program_quote(
+        runtime.program_specs, found.voucher, quoted.worst_case, runtime.member_models()
+    )
+    return QuotedHold(
+        found.voucher.metadata.name or "", quoted.request.amount, quoted.request.gpus, program
+    )
 
 
 async def _find_voucher(runtime: Runtime, job: ComputeJob) -> ParsedVoucher | str:

@@ -23,28 +23,16 @@ from suanli.api.membercluster import MemberCluster
 from suanli.api.voucherprogram import VoucherProgram
 from suanli.handlers.voucher_cache import VoucherCache
 from suanli.vouchers.programs import (
-    NOT_QUALIFIED,
-    RELATED_PARTY,
     ChargeSplit,
     JobCharges,
     ProgramBook,
     RestoredCharge,
+    no_subsidy_reason,
     split_charge,
 )
 from suanli.vouchers.statement_objects import DirtyMonths
 
 logger = logging.getLogger(__name__)
-
-
-def no_subsidy_reason(
-    program: VoucherProgram, member: MemberCluster | None, company: str
-) -> str | None:
-    """Why ``program`` pays nothing for ``company``'s job on ``member``; None when it pays."""
-    if member is None or not program.spec.member_selector.matches(member.metadata.labels):
-        return NOT_QUALIFIED
-    if member.spec.owner_company == company:
-        return RELATED_PARTY
-    return None
 
 
 class ProgramCharges:

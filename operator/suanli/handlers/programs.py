@@ -2,11 +2,10 @@
 
 - **Issue.** A programme created or edited re-issues every namespace's voucher
   (:mod:`suanli.handlers.program_vouchers`).
-- **Admit.** :func:`program_quote` splits a job's hold between programme and company and
-  :func:`program_refusals` checks it against the pool, the company's cap and its credit line;
-  the validating webhook calls both in its synchronous block (see
-  :mod:`suanli.handlers.admission`), then holds the split in the
-  :class:`~suanli.vouchers.programs.ProgramBook`.
+- **Admit.** :mod:`suanli.admission.programme` splits a job's hold between programme and
+  company and checks it against the pool, the company's cap and its credit line, inside the
+  admission decision's synchronous block (:mod:`suanli.admission.decide`), which then holds
+  the split in the :class:`~suanli.vouchers.programs.ProgramBook`.
 - **Charge.** :class:`ProgramCharges` splits each attempt's charge into the usage record and
   books the record on the programme's counters (called by
   :class:`~suanli.controller.charging.RecordBilling`).
@@ -26,6 +25,7 @@ from typing import Any, Final, cast
 import kopf
 
 from suanli import metrics
+from suanli.admission.programme import hold_split
 from suanli.api.common import (
     ConditionStatus,
     format_money,
@@ -33,100 +33,26 @@ from suanli.api.common import (
 )
 from suanli.api.computejob import ComputeJob
 from suanli.api.kinds import COMPUTEJOBS, USAGERECORDS, VOUCHERPROGRAMS
-from suanli.api.membercluster import MemberCluster
 from suanli.api.meta import GROUP, VERSION
 from suanli.api.voucherprogram import VoucherProgram
-from suanli.api.voucherquota import VoucherQuota
 from suanli.handlers import program_vouchers
-from suanli.handlers.program_charges import no_subsidy_reason, program_of, restored_charge
+from suanli.handlers.program_charges import program_of, restored_charge
 from suanli.handlers.runtime import Runtime
 from suanli.kits.loops import run_forever
 from suanli.kube import NotFoundError
-from suanli.vouchers.holds import ProgramQuote, read_hold
-from suanli.vouchers.limits import Allowed, Refused, quote
-from suanli.vouchers.pricing import WorstCase
+from suanli.vouchers.holds import read_hold
 from suanli.vouchers.programs import (
-    HoldSplit,
     ProgramLedger,
     ProgramTerms,
     RestoredCharge,
     RestoredHold,
     restore,
-    split_hold,
 )
-from suanli.vouchers.refusals import Refusal, RefusalReason
 
 logger = logging.getLogger(__name__)
 
 STATUS_INTERVAL: Final = 1.0
 """Seconds between programme status writes (coalesced: one write per changed programme)."""
-
-
-# --- admission --------------------------------------------------------------------------------
-
-
-def program_quote(
-    runtime: Runtime, voucher: VoucherQuota, worst_case: WorstCase, members: list[MemberCluster]
-) -> ProgramQuote | None:
-    """The programme's part of a job's hold on ``voucher``; None for a voucher no programme
-    issued, or whose programme is gone (the voucher goes with it)."""
-    share = voucher.spec.program
-    program = runtime.program_specs.get(share.name) if share is not None else None
-    if share is None or program is None:
-        return None
-    by_name = {member.metadata.name: member for member in members}
-    subsidised = [
-        no_subsidy_reason(program, by_name.get(offer.cluster), share.company) is None
-        for offer in worst_case.eligible
-    ]
-    split = split_hold(worst_case.amount, share.share_percent, subsidised)
-    return ProgramQuote(share.name, share.company, share.rule, split.program, split.company)
-
-
-def judge(
-    runtime: Runtime,
-    job: ComputeJob,
-    voucher: VoucherQuota,
-    members: list[MemberCluster],
-    now: datetime,
-) -> ProgramQuote | Refused | None:
-    """The programme's part of the job's hold, or why the programme cannot take it; None for
-    a voucher no programme issued, or a job its voucher refuses anyway (:func:`evaluate` then
-    says why). Synchronous: the caller holds the result before any await."""
-    if voucher.spec.program is None:
-        return None
-    priced = quote(job, voucher, runtime.price_offers(), now)
-    if not isinstance(priced, Allowed):
-        return None
-    part = program_quote(runtime, voucher, priced.worst_case, members)
-    if part is None:
-        return None
-    refusals = program_refusals(runtime, job.metadata.uid or "", part)
-    return Refused(tuple(refusals)) if refusals else part
-
-
-def program_refusals(runtime: Runtime, uid: str, quote: ProgramQuote) -> list[Refusal]:
-    """Why the programme cannot hold ``quote`` for the job ``uid`` now (pool, company cap,
-    credit line); none when the job holds already."""
-    ledger = runtime.programs.ledger(quote.name)
-    if ledger is None:
-        return [
-            Refusal(
-                RefusalReason.PROGRAM_POOL_EXHAUSTED,
-                "spec.program",
-                f"programme {quote.name} is not loaded yet; submit again in a few seconds",
-            )
-        ]
-    return ledger.check(uid, quote.company, quote.rule, _hold_split(quote))
-
-
-def hold_program(runtime: Runtime, uid: str, quote: ProgramQuote) -> None:
-    """Take the job's programme hold (right after :func:`program_refusals`, no await between)."""
-    runtime.programs.hold(quote.name, uid, quote.company, quote.rule, _hold_split(quote))
-
-
-def _hold_split(quote: ProgramQuote) -> HoldSplit:
-    return HoldSplit(quote.program, quote.company_share)
 
 
 # --- rebuild ------------------------------------------------------------------------------------
@@ -151,7 +77,7 @@ async def rebuild_all(runtime: Runtime) -> None:
             continue
         quote = hold.program
         holds.setdefault(quote.name, []).append(
-            RestoredHold(job.metadata.uid, quote.company, quote.rule, _hold_split(quote))
+            RestoredHold(job.metadata.uid, quote.company, quote.rule, hold_split(quote))
         )
     charges: dict[str, list[RestoredCharge]] = {}
     for record in records:

@@ -47,6 +47,7 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Any, Final
 
 from suanli.api.common import ZERO, format_money, format_timestamp
+from suanli.api.membercluster import MemberCluster
 from suanli.api.meta import API_VERSION
 from suanli.api.voucherprogram import (
     COMPANY_CLASS_LABEL,
@@ -60,6 +61,17 @@ CENT: Final = Decimal("0.01")
 RELATED_PARTY: Final = "RelatedParty"
 NOT_QUALIFIED: Final = "MemberNotQualified"
 HOLD_USED: Final = "HoldUsed"
+
+
+def no_subsidy_reason(
+    program: VoucherProgram, member: MemberCluster | None, company: str
+) -> str | None:
+    """Why ``program`` pays nothing for ``company``'s job on ``member``; None when it pays."""
+    if member is None or not program.spec.member_selector.matches(member.metadata.labels):
+        return NOT_QUALIFIED
+    if member.spec.owner_company == company:
+        return RELATED_PARTY
+    return None
 
 
 def program_share(amount: Decimal, percent: int) -> Decimal:
