@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from suanli.api.computejob import ComputeJob
 from suanli.api.voucherquota import VoucherQuota, VoucherQuotaStatus
-from suanli.vouchers.batch import commit_batch
 from suanli.vouchers.ledger import (
     EntryState,
     Ledger,
@@ -272,19 +271,18 @@ def test_from_dict_refuses_malformed_data(data: dict[str, Any]):
 # --- batches ------------------------------------------------------------------------------------
 
 
-def test_batch_decides_in_order_against_the_running_balance():
-    result = commit_batch(
-        ledger("100.00"), [req("a", "60.00"), req("b", "60.00"), req("c", "40.00")]
-    )
-    assert [d.admitted for d in result.decisions] == [True, False, True]
-    assert result.decisions[1].reason is RefusalReason.INSUFFICIENT_BALANCE
-    assert result.ledger.reserved == D("100.00") and result.changed
+def test_requests_are_decided_in_order_against_the_running_balance():
+    start = ledger("100.00")
+    new, refusals = start.reserve_many([req("a", "60.00"), req("b", "60.00"), req("c", "40.00")])
+    assert [not r for r in refusals] == [True, False, True]
+    assert refusals[1][0].reason is RefusalReason.INSUFFICIENT_BALANCE
+    assert new.reserved == D("100.00") and new is not start
 
 
-def test_a_batch_of_repeats_needs_no_write():
+def test_repeats_of_held_requests_change_nothing():
     state = ledger().reserve(req("a", "10.00"))
-    result = commit_batch(state, [req("a", "10.00")])
-    assert result.decisions[0].admitted and not result.changed and result.ledger is state
+    new, refusals = state.reserve_many([req("a", "10.00")])
+    assert refusals == ((),) and new is state
 
 
 # --- recount ------------------------------------------------------------------------------------
@@ -463,12 +461,11 @@ def test_no_sequence_of_operations_breaks_the_invariants(amount, credit, max_gpu
     amount=st.integers(0, 20).map(lambda n: Decimal(n * 100)),
     requests=st.integers(1, 30),
 )
-def test_a_batch_admits_exactly_what_the_voucher_affords(amount, requests):
-    result = commit_batch(
-        Ledger(VoucherTerms("team-a/v", "CNY", amount)),
-        [req(f"u{i}", "100.00") for i in range(requests)],
+def test_requests_admit_exactly_what_the_voucher_affords(amount, requests):
+    _, refusals = Ledger(VoucherTerms("team-a/v", "CNY", amount)).reserve_many(
+        [req(f"u{i}", "100.00") for i in range(requests)]
     )
-    assert len(result.admitted) == min(requests, int(amount // 100))
+    assert sum(1 for r in refusals if not r) == min(requests, int(amount // 100))
 
 
 @given(

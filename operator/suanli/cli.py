@@ -11,7 +11,6 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from suanli import __version__, failures
 from suanli.errors import UserFacingError
@@ -31,8 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        # Installed as kubectl-suanli too, so that `kubectl suanli status` works.
-        prog="kubectl suanli" if Path(sys.argv[0]).name == "kubectl-suanli" else "suanli",
+        prog="suanli",
         description="Federate GPU computing centers on Kubernetes.",
     )
     parser.add_argument("--version", action="version", version=f"suanli {__version__}")

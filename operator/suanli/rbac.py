@@ -105,7 +105,7 @@ def operator_role() -> dict[str, Any]:
             _rule(GROUP, (VOUCHERQUOTAS, MEMBERCLUSTERS, VOUCHERPROGRAMS), (*READ, "patch")),
             # Delete: finished, charged jobs leave the hub after --job-retention.
             _rule(GROUP, (COMPUTEJOBS,), (*READ, "patch", "delete")),
-            # Programme vouchers (issue 17): issued to every company namespace a programme
+            # Programme vouchers: issued to every company namespace a programme
             # selects, withdrawn when it stops matching; no other voucher is created or deleted.
             _rule(GROUP, (VOUCHERQUOTAS,), ("create", "delete")),
             # Namespaces carry the company labels programmes select on: watched, never written.
@@ -113,7 +113,7 @@ def operator_role() -> dict[str, Any]:
             # One record per finished attempt: created once (a retry finds it), listed by the
             # recount, never changed (the schema refuses it) nor deleted.
             _rule(GROUP, (USAGERECORDS,), ("create", "get", "list")),
-            # Programme statements (issue 17): one per company and center and month, created
+            # Programme statements: one per company and center and month, created
             # and rewritten from the records by the leader; never deleted (the audit trail).
             _rule(GROUP, (VOUCHERSTATEMENTS,), ("create", "get", "list", "patch", "update")),
             _rule(

@@ -37,7 +37,7 @@ from suanli.vouchers.usage import AttemptFacts, AttemptUsage, JobFacts, attempt_
 logger = logging.getLogger(__name__)
 
 NO_CAP: Final = Decimal("Infinity")
-"""The cap of a job whose hold was never recorded (admitted before holds were written)."""
+"""The cap of a job whose status records no estimated cost: charges are then not capped."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,12 +2,12 @@
 
 The controller is the only writer of a ComputeJob's status, so it keeps the status it last
 wrote (or is about to write) and sends it whole as a JSON merge patch; nothing is read back.
-That status used to be the wire dict itself, read and edited through string keys; here it is
-:class:`JobStatus`, a slotted dataclass with a typed field per status field and typed attempts
-(:class:`AttemptRecord`). It is converted at the two edges only: from the stored job's model
-when the controller first sees the job (:meth:`JobStatus.from_model`), and to the patch on
-every write (:meth:`JobStatus.to_wire`), whose form is the API's (the same keys, money as
-two-decimal strings, times as RFC 3339 in whole seconds), as tenants and the e2e tests read it.
+The status is :class:`JobStatus`, a slotted dataclass with a typed field per status field and
+typed attempts (:class:`AttemptRecord`). It is converted at the two edges only: from the stored
+job's model when the controller first sees the job (:meth:`JobStatus.from_model`), and to the
+patch on every write (:meth:`JobStatus.to_wire`), whose form is the API's (the same keys, money
+as two-decimal strings, times as RFC 3339 in whole seconds), as tenants and the e2e tests read
+it.
 
 Slots, and plain values rather than pydantic models (conditions excepted: they are the API's
 own type, edited in place by :func:`~suanli.api.common.set_condition`), keep a job in flight

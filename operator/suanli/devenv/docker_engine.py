@@ -311,8 +311,3 @@ def stop_engine_if_started_here(log: Log) -> bool:
     log(f"docker engine: stopping the dockerd suanli started (pid {pid})")
     _stop_pid(pid)
     return True
-
-
-def engine_pid() -> int | None:
-    """The pid of the dockerd suanli started, if it runs."""
-    return _pid()

@@ -715,12 +715,6 @@ class CapacityIndex:
             return []
         return [state.models[m].snapshot(cluster, m) for m in sorted(state.models)]
 
-    def models_in(self, cluster: str) -> Mapping[str, ModelCapacity]:
-        """``inventory`` keyed by model (cached between changes; do not modify it)."""
-        self._begin()
-        state = self._clusters.get(cluster)
-        return {} if state is None else state.model_views()
-
     def survey(self) -> list[tuple[ClusterInfo, Mapping[str, ModelCapacity]]]:
         """Every cluster with known info and its models: one pass for a decision.
 

@@ -41,7 +41,7 @@ async def _rebuild(runtime: Runtime) -> None:
     while True:
         try:
             await recount_all(runtime)  # loads and caches every voucher as it recounts
-            # Voucher programmes (issue 17): their counters from the holds just recounted.
+            # Voucher programmes: their counters from the holds just recounted.
             await programs.rebuild_all(runtime)
             return
         except Exception as error:

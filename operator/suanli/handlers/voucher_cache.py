@@ -2,10 +2,10 @@
 
 Admission reads vouchers from here instead of asking the API server on every request, and a
 voucher is parsed (spec model, ledger) once per resourceVersion, however many requests read
-it. A cached voucher may lag the API server by a watch event; that is safe because every
-reservation is decided again against the voucher as written, under its resourceVersion
-precondition (see ``ledger_writer``), and spec limits checked from a copy one event old are
-the same limits an admission a moment earlier would have seen.
+it. A cached voucher may lag the API server by a watch event; that is safe because holds are
+decided against the leader's ledger in memory (:mod:`suanli.vouchers.book`), never against
+the cached status, and spec limits checked from a copy one event old are the same limits an
+admission a moment earlier would have seen.
 """
 
 from __future__ import annotations

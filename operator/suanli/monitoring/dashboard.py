@@ -152,8 +152,16 @@ CAPACITY: Final = Row(
             ),
             width=12,
         ),
-        # PFLOPS: once the operator exports per-member FLOPS (another issue), a panel of free
-        # and total PFLOPS per member goes here, beside the device counts above.
+        Panel(
+            "PFLOPS per member (FP16, dense)",
+            "Free and total dense FP16 PFLOPS per member: devices of different models, counted "
+            "in one unit.",
+            (
+                ('sum by (member) (suanli_member_pflops{state="free"})', "{{member}} free"),
+                ('sum by (member) (suanli_member_pflops{state="total"})', "{{member}} total"),
+            ),
+            width=12,
+        ),
         Panel(
             "Free GPUs by model",
             "Free GPUs across the federation, per accelerator model.",

@@ -12,8 +12,6 @@ and write what they return.
   status: the one module that changes money.
 * :mod:`~suanli.vouchers.usage`: what an ended attempt costs, from recorded facts, and its
   UsageRecord.
-* :mod:`~suanli.vouchers.batch`: :func:`commit_batch`, deciding requests in order against a
-  ledger (the book decides each admission with it).
 * :mod:`~suanli.vouchers.book`: :class:`VoucherBook`, every voucher's ledger as the admission
   leader keeps it in memory, with the holds of jobs not yet seen stored.
 * :mod:`~suanli.vouchers.holds`: the hold a job carries in its annotation from admission.
@@ -30,7 +28,6 @@ The admission flow, per voucher, in the admission leader (no await between the l
     # the voucher's status (book.durable(key)) is written behind, coalesced per voucher
 """
 
-from suanli.vouchers.batch import BatchDecision, BatchResult, commit_batch
 from suanli.vouchers.keys import job_key, voucher_key
 from suanli.vouchers.ledger import (
     EntryState,
@@ -59,8 +56,6 @@ from suanli.vouchers.refusals import Refusal, RefusalReason
 
 __all__ = [
     "Allowed",
-    "BatchDecision",
-    "BatchResult",
     "Decision",
     "EntryState",
     "JobEntry",
@@ -78,7 +73,6 @@ __all__ = [
     "WorstCase",
     "charge_for",
     "check_voucher_limits",
-    "commit_batch",
     "eligible_offers",
     "empty_ledger",
     "entry_from_job",

@@ -27,11 +27,33 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from suanli.vouchers.batch import BatchDecision, commit_batch
 from suanli.vouchers.ledger import Ledger, ReservationRequest, VoucherTerms
+from suanli.vouchers.refusals import Refusal, RefusalReason, join_messages
 
 VoucherKey = tuple[str, str]
 """A voucher's namespace and name."""
+
+
+@dataclass(frozen=True, slots=True)
+class HoldDecision:
+    """The answer to one request for a hold: admitted, or the refusals."""
+
+    request: ReservationRequest
+    refusals: tuple[Refusal, ...] = ()
+
+    @property
+    def admitted(self) -> bool:
+        return not self.refusals
+
+    @property
+    def reason(self) -> RefusalReason | None:
+        """The first refusal's reason, or None when admitted."""
+        return self.refusals[0].reason if self.refusals else None
+
+    @property
+    def message(self) -> str:
+        """The refusal messages for the admission response; empty when admitted."""
+        return join_messages(self.refusals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +118,7 @@ class VoucherBook:
 
     def admit(
         self, key: VoucherKey, request: ReservationRequest, deadline: datetime
-    ) -> BatchDecision:
+    ) -> HoldDecision:
         """Decide ``request`` against the voucher's ledger and, when admitted, hold it as
         pending until ``deadline``. Admitting a uid that already holds the same amount is a
         no-op that keeps its state (pending or stored).
@@ -105,10 +127,10 @@ class VoucherBook:
             KeyError: the voucher's ledger is not loaded.
         """
         ledger = self._ledgers[key]
-        outcome = commit_batch(ledger, [request])
-        decision = outcome.decisions[0]
-        if outcome.changed:
-            self._ledgers[key] = outcome.ledger
+        new, (refusals,) = ledger.reserve_many([request])
+        decision = HoldDecision(request, refusals)
+        if new is not ledger:
+            self._ledgers[key] = new
             self._pending[request.uid] = PendingHold(request.uid, key, request.job, deadline)
             self._pending_by_voucher.setdefault(key, set()).add(request.uid)
         return decision

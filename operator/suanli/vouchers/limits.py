@@ -21,7 +21,7 @@ them all at once:
 An :class:`Allowed` decision carries the :class:`~suanli.vouchers.ledger.ReservationRequest`
 to commit; checks 1 to 6 depend only on the job, the voucher's spec, the members and ``now``,
 while 7 depends on the ledger and must be decided again at commit time
-(:func:`~suanli.vouchers.batch.commit_batch`), against the ledger as it is then. A dry-run
+(:meth:`~suanli.vouchers.book.VoucherBook.admit`), against the ledger as it is then. A dry-run
 request stops after :func:`evaluate`: it reserves nothing.
 """
 
