@@ -21,12 +21,13 @@ from kubernetes import client
 
 from e2e.kube import Cluster
 from suanli.api.computejob import ComputeJob
+from suanli.api.names import JOB_UID_LABEL
 from suanli.api.podpolicy import PodSecurityLevel
 from suanli.devenv import federation
 from suanli.devenv.manifests import GPU_RESOURCE, RUN_DURATION_ANNOTATION
 from suanli.devenv.toolchain import Toolchain
 from suanli.devenv.topology import H100, L40S, ClusterSpec, FederationSpec, NodePool
-from suanli.dispatch.kube import JOB_LABEL, node_from_k8s, pod_from_k8s
+from suanli.dispatch.kube import node_from_k8s, pod_from_k8s
 from suanli.kits.waiting import TIMEOUTS, wait_for
 from suanli.members.link import LinkEvents, MemberLink
 from suanli.members.workload import (
@@ -124,7 +125,7 @@ class Recorder:
             return [
                 (kind, obj)
                 for kind, obj in self.pods
-                if (obj["metadata"].get("labels") or {}).get(JOB_LABEL) == job_uid
+                if (obj["metadata"].get("labels") or {}).get(JOB_UID_LABEL) == job_uid
             ]
 
 
@@ -172,8 +173,13 @@ def computejob(namespace: str) -> ComputeJob:
 
 
 def test_link_syncs_member_and_follows_a_remote_job_to_completion(
-    fed: federation.FederationState, clusters: dict[str, Cluster], loop_thread: LoopThread
+    fed: federation.FederationState,
+    clusters: dict[str, Cluster],
+    loop_thread: LoopThread,
+    session_operator_paused: None,
 ) -> None:
+    # The link makes a Job for a ComputeJob the hub does not have: the session's operator
+    # would sweep it as an orphan (as it must), so it does not run meanwhile.
     kubeconfig = Path(fed.cluster("member-a").kubeconfig).read_text()
     recorder = Recorder(loop_thread.thread)
     link = MemberLink(
