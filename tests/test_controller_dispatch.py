@@ -114,9 +114,19 @@ class World:
         return self.links.made[MEMBER]
 
 
-def run(test: Callable[[World], Awaitable[None]], billing: FakeBilling, **options: Any) -> None:
+def run(
+    test: Callable[[World], Awaitable[None]],
+    billing: FakeBilling,
+    *,
+    list_nodes: bool = True,
+    **options: Any,
+) -> None:
+    """Run ``test`` in a started world; ``list_nodes``: whether the member's link lists its
+    Nodes when it starts (False: the test says when)."""
+
     async def main() -> None:
         world = World(billing, **options)
+        world.links.list_nodes = list_nodes
         world.dispatcher.start()
         await world.dispatcher.member_upsert(member())
         try:

@@ -234,44 +234,37 @@ def placed_job() -> ComputeJob:
 
 
 def test_a_job_placed_before_a_restart_waits_for_its_members_nodes_to_pin_its_workload() -> None:
-    async def main() -> None:
-        world = World(FakeBilling())
-        world.links.list_nodes = False
-        world.dispatcher.start()
-        try:
-            await world.dispatcher.member_upsert(member())
-            await world.dispatcher.job_seen(placed_job())
-            await settle()
-            link = world.link
-            assert not world.dispatcher.fleet.nodes_listed(MEMBER)
-            assert link.jobs == {}  # no Job without the affinity that pins it to the H100s
-            link.nodes_listed()
-            await settle()
-            affinity = link.job_of(UID)["spec"]["template"]["spec"]["affinity"]
-            assert affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-        finally:
-            await world.dispatcher.stop()
-            world.tasks.cancel()
-            await settle()
-        assert world.tasks.failures == []
+    async def test(world: World) -> None:
+        await world.dispatcher.job_seen(placed_job())
+        await settle()
+        link = world.link
+        assert not world.dispatcher.fleet.nodes_listed(MEMBER)
+        assert link.jobs == {}  # no Job without the affinity that pins it to the H100s
+        link.nodes_listed()
+        await settle()
+        affinity = link.job_of(UID)["spec"]["template"]["spec"]["affinity"]
+        assert affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
 
-    asyncio.run(main())
+    run(test, FakeBilling(), list_nodes=False)
+
+
+async def deleted_after_running(world: World, seconds: int) -> asyncio.Future[None]:
+    """The job runs ``seconds``, then is deleted while its pod still runs (a slow preStop
+    hook); the deletion, in flight."""
+    job = admitted_job()
+    await world.dispatcher.job_seen(job, unwritten=True)
+    await settle()
+    world.link.report(UID, {"startTime": "2026-11-21T09:00:00Z", "active": 1, "ready": 1})
+    world.time.now += timedelta(seconds=seconds)
+    world.link.pods = [{"metadata": {"name": "p"}, "status": {"phase": "Running"}}]
+    return asyncio.ensure_future(world.dispatcher.job_deleted(job))
 
 
 def test_a_deleted_job_is_charged_until_its_pods_are_gone_and_no_longer() -> None:
     billing = FakeBilling()
 
     async def test(world: World) -> None:
-        job = admitted_job()
-        await world.dispatcher.job_seen(job, unwritten=True)
-        await settle()
-        world.link.report(UID, {"startTime": "2026-11-21T09:00:00Z", "active": 1, "ready": 1})
-        world.time.now += timedelta(seconds=1800)
-        # The pod stops slowly (a preStop hook): it is still Running 10 s after the deletion.
-        world.link.pods = [
-            {"metadata": {"name": "p", "labels": {"other": "x"}}, "status": {"phase": "Running"}}
-        ]
-        deletion = asyncio.ensure_future(world.dispatcher.job_deleted(job))
+        deletion = await deleted_after_running(world, 1800)
         await world.time.advance(10)
         assert not deletion.done()
         world.link.pods = []
@@ -289,13 +282,7 @@ def test_a_deleted_jobs_charge_ends_at_its_grace_however_long_its_pods_stay() ->
     billing = FakeBilling()
 
     async def test(world: World) -> None:
-        job = admitted_job()
-        await world.dispatcher.job_seen(job, unwritten=True)
-        await settle()
-        world.link.report(UID, {"startTime": "2026-11-21T09:00:00Z", "active": 1, "ready": 1})
-        world.time.now += timedelta(seconds=1800)
-        world.link.pods = [{"metadata": {"name": "p"}, "status": {"phase": "Running"}}]
-        deletion = asyncio.ensure_future(world.dispatcher.job_deleted(job))
+        deletion = await deleted_after_running(world, 1800)
         await world.time.advance(120)
         await deletion
         # Charged to the deletion plus the grace of 30 s the member was told to give the pods:

@@ -88,23 +88,6 @@ class Rejection(StrEnum):
 _TRANSIENT: Final = frozenset(
     {Rejection.NO_CAPACITY, Rejection.HELD_FOR_QUEUED_JOB, Rejection.NOT_CHOSEN}
 )
-# Verdicts that only a change of the job, or of a member's spec or nodes, could lift: neither
-# freed capacity nor a member coming back changes them.
-_LASTING: Final = frozenset(
-    {
-        Rejection.NOT_IN_JOB_CLUSTERS,
-        Rejection.REGION_NOT_ALLOWED,
-        Rejection.NOT_ALLOWED_BY_VOUCHER,
-        Rejection.CURRENCY_MISMATCH,
-        Rejection.POD_SECURITY_LEVEL,
-        Rejection.TEMPLATE_NOT_RUN,
-        Rejection.NO_ACCEPTED_MODEL,
-        Rejection.NO_CAPABLE_MODEL,
-        Rejection.NOT_PRICED,
-        Rejection.PRICE_ABOVE_HOLD,
-        Rejection.TOO_SMALL,
-    }
-)
 _SHORT: Final = {
     Rejection.NOT_IN_JOB_CLUSTERS: "not in spec.placement.clusters",
     Rejection.REGION_NOT_ALLOWED: "region not allowed",
@@ -612,6 +595,17 @@ _STATIC: Final = frozenset(
         Rejection.CORDONED,
     }
 )
+
+
+# Verdicts that only a change of the job, or of a member's spec or nodes, could lift: neither
+# freed capacity nor a member coming back changes them.
+_LASTING: Final = (_STATIC - {Rejection.NOT_READY, Rejection.CORDONED}) | {
+    Rejection.NO_ACCEPTED_MODEL,
+    Rejection.NO_CAPABLE_MODEL,
+    Rejection.NOT_PRICED,
+    Rejection.PRICE_ABOVE_HOLD,
+    Rejection.TOO_SMALL,
+}
 
 
 def _rest_order(rejected: _Rejected) -> tuple[int, str]:
