@@ -329,7 +329,7 @@ def test_the_hub_cannot_create_pods_nor_jobs_outside_its_namespaces(
                     {
                         "kind": "ServiceAccount",
                         "name": member_access.ACCOUNT,
-                        "namespace": member_access.NAMESPACE,
+                        "namespace": SYSTEM_NAMESPACE,
                     }
                 ],
             },
