@@ -464,3 +464,21 @@ def check_statement_objects(
     ) == Decimal(api.program(program)["status"]["spent"])
     # The audit trail is the platform's: cleaned up here by hand, never by the operator.
     kubectl(hub, "delete", "vst", "-l", selector)
+
+
+def test_a_programme_the_rules_forbid_is_refused_at_apply_naming_the_field(
+    hub: Cluster, operator: OperatorProcess
+) -> None:
+    body = programme(f"bad-{uuid.uuid4().hex[:6]}", {"suanli.io/e2e-programme": "none"})
+    period = body["spec"]["period"]
+    period["start"], period["end"] = period["end"], period["start"]  # ends before it starts
+    body["spec"]["rules"][0]["companyCap"] = str(POOL + 1)  # a cap above the pool
+    applied = kubectl(hub, "apply", "-f", "-", stdin=json.dumps(body), check=False)
+    assert applied.returncode != 0, applied.stdout
+    assert "denied the request" in applied.stderr, applied.stderr
+    assert "spec.period.end: must be after spec.period.start" in applied.stderr
+    assert "spec.rules[0].companyCap" in applied.stderr
+    listed = client.CustomObjectsApi(hub.api).list_cluster_custom_object(
+        GROUP, VERSION, "voucherprograms"
+    )
+    assert body["metadata"]["name"] not in {p["metadata"]["name"] for p in listed["items"]}

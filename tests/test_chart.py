@@ -50,6 +50,13 @@ HANDLERS = {
         "None",
         "Fail",
     ),
+    "voucherprogram-validation": (
+        VALIDATING,
+        "voucherprograms",
+        ["CREATE", "UPDATE"],
+        "None",
+        "Fail",
+    ),
     "computejob-defaults": (MUTATING, "computejobs", ["CREATE"], "None", "Ignore"),
 }
 

@@ -14,9 +14,9 @@ closed (failurePolicy Fail): with the operator down, jobs are refused, never adm
 It is also persistent, so Kopf leaves it in place when the operator stops. Dry-run requests
 are checked but hold nothing (the webhook declares sideEffects NoneOnDryRun).
 
-VoucherQuota and MemberCluster creates and updates get the semantic checks their schemas cannot
-express. After admission, the parts of a ComputeJob's spec that decide its cost or placement,
-and its hold annotation, cannot change.
+VoucherQuota, MemberCluster and VoucherProgram creates and updates get the semantic checks
+their schemas cannot express. After admission, the parts of a ComputeJob's spec that decide
+its cost or placement, and its hold annotation, cannot change.
 """
 
 from __future__ import annotations
@@ -32,7 +32,13 @@ from suanli.admission.decide import AdmissionRequest, AdmissionState, Denied, de
 from suanli.admission.programme import program_quote
 from suanli.admission.references import ReferenceReadTimeoutError, reference_errors
 from suanli.api.computejob import ComputeJob, validate_computejob
-from suanli.api.kinds import COMPUTEJOBS, MEMBERCLUSTERS, VOUCHERQUOTAS, validate_manifest
+from suanli.api.kinds import (
+    COMPUTEJOBS,
+    MEMBERCLUSTERS,
+    VOUCHERPROGRAMS,
+    VOUCHERQUOTAS,
+    validate_manifest,
+)
 from suanli.api.meta import API_VERSION, GROUP, VERSION
 from suanli.api.names import FINALIZER, HOLD_ANNOTATION
 from suanli.api.reasons import VoucherConditionType
@@ -329,4 +335,18 @@ async def voucherquota_validate(body: kopf.Body, namespace: str | None, **_: Any
     persistent=True,
 )
 async def membercluster_validate(body: kopf.Body, **_: Any) -> None:
+    _check_schema_rules(_object(body, None))
+
+
+@kopf.on.validate(
+    GROUP,
+    VERSION,
+    VOUCHERPROGRAMS,
+    id="voucherprogram-validation",
+    operations=["CREATE", "UPDATE"],
+    persistent=True,
+)
+async def voucherprogram_validate(body: kopf.Body, **_: Any) -> None:
+    """A programme's period must end after it starts, its pool be positive, its rules' names
+    unique and their caps within the pool: refused at apply, naming the field."""
     _check_schema_rules(_object(body, None))
