@@ -96,6 +96,7 @@ def forget_member_metrics(name: str) -> None:
         metrics.MEMBER_TELEMETRY_AGE,
         metrics.MEMBER_FREE_GPUS,
         metrics.MEMBER_TOTAL_GPUS,
+        metrics.MEMBER_PFLOPS,
     ):
         gauge.remove_by_labels({"member": name})
 
