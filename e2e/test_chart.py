@@ -383,6 +383,7 @@ def test_the_chart_installs_the_hub(release: Release) -> None:
             "computejob-immutable",
             "voucherquota-validation",
             "membercluster-validation",
+            "voucherprogram-validation",
         )
     )
     tls = release.secret(f"{RELEASE}-webhook-tls")
