@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from kubernetes import client
 from kubernetes.client import V1Pod
+from kubernetes.client.exceptions import ApiException
 
 from e2e.kube import Cluster, gpu_job
 from suanli.devenv import kind_install
@@ -55,10 +56,24 @@ def test_the_exporter_serves_the_stand_in_gpus_from_each_members_kind_node(
         node = member.core.read_node(pod.spec.node_name)
         assert node.metadata.labels.get(NODE_LABEL) == "true"
         assert pod.spec.containers[0].image == suanli_installed.exporter
+
         # Through the API server's proxy to the pod: the real exporter's /metrics, whose NVML
-        # answers come from the stand-in library inside the image.
-        metrics = client.CoreV1Api(member.api).connect_get_namespaced_pod_proxy_with_path(
-            f"{pod.metadata.name}:9400", kind_install.NAMESPACE, "metrics"
+        # answers come from the stand-in library inside the image. The kubelet's probe may
+        # reach the pod a moment before the API server's route to it exists (503, dial
+        # timeout): that is retried, a bounded while.
+        def scraped(member: Cluster = member, pod: V1Pod = pod) -> str | None:
+            try:
+                text: str = client.CoreV1Api(member.api).connect_get_namespaced_pod_proxy_with_path(
+                    f"{pod.metadata.name}:9400", kind_install.NAMESPACE, "metrics"
+                )
+            except ApiException as error:
+                if error.status == 503:
+                    return None
+                raise
+            return text
+
+        metrics = wait_for(
+            scraped, timeout=3 * TIMEOUTS.condition_stable, what=f"{name}'s exporter /metrics"
         )
         utilization = [
             line for line in metrics.splitlines() if line.startswith("DCGM_FI_DEV_GPU_UTIL{")
