@@ -1,19 +1,18 @@
 """Admission's check of the tenant data a ComputeJob's template names (I/O around pure rules).
 
-The rules are :mod:`suanli.api.references`'s: every required Secret and ConfigMap must exist
-in the job's namespace on the hub (and a Secret be of a type that is copied), and no
-``envFrom`` source may hold keys that, prefixed, set a device-selecting variable. This reads
-each named object once, at most :data:`READ_CONCURRENCY` at a time and within a deadline well
-inside the webhook's timeout, so a job whose pods could never start on a member, or would
-start with devices it does not pay for, is refused at ``kubectl apply`` with the field named.
-The template's names were checked (valid, at most 64 distinct) by ``validate_computejob``
-before any read is made.
+The rules are :mod:`suanli.api.references`'s: every required Secret and ConfigMap must exist in
+the job's namespace on the hub (and a Secret be of a type that is copied), and no ``envFrom``
+source may hold keys that, prefixed, set a device-selecting variable. This reads each named
+object once (:func:`~suanli.controller.tenant_data.read_sources`, as a dispatch does) within a
+deadline well inside the webhook's timeout, so a job whose pods could never start on a member,
+or would start with devices it does not pay for, is refused at ``kubectl apply`` with the field
+named. The template's names were checked (valid, at most 64 distinct) by
+``validate_computejob`` before any read is made.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Final
 
 from suanli.api.computejob import ComputeJob
 from suanli.api.references import (
@@ -25,10 +24,7 @@ from suanli.api.references import (
 )
 from suanli.api.validation import FieldError
 from suanli.controller.ports import TenantDataReader
-from suanli.kube import NotFoundError
-
-READ_CONCURRENCY: Final = 8
-"""Reads of referenced objects in flight at once for one admission."""
+from suanli.controller.tenant_data import read_sources
 
 
 class ReferenceReadTimeoutError(Exception):
@@ -46,26 +42,15 @@ async def reference_errors(
     references = template_references(job.spec.template)
     if not references:
         return []
-    namespace = job.metadata.namespace or ""
-    keys = sorted({(r.kind, r.name) for r in references})
-    slots = asyncio.Semaphore(READ_CONCURRENCY)
-
-    async def read(kind: DataKind, name: str) -> dict[str, Any] | None:
-        async with slots:
-            try:
-                return await hub.core_get(kind.plural, namespace, name)
-            except NotFoundError:
-                return None
-
     try:
         async with asyncio.timeout(deadline_seconds):
-            bodies = await asyncio.gather(*(read(kind, name) for kind, name in keys))
+            sources = await read_sources(hub, job.metadata.namespace or "", references)
     except TimeoutError:
+        distinct = len({(r.kind, r.name) for r in references})
         raise ReferenceReadTimeoutError(
-            f"reading the {len(keys)} Secrets and ConfigMaps the template names took longer "
+            f"reading the {distinct} Secrets and ConfigMaps the template names took longer "
             f"than {deadline_seconds:.0f}s; try again"
         ) from None
-    sources = {key: body for key, body in zip(keys, bodies, strict=True) if body is not None}
     found = {
         key: str(body.get("type") or "Opaque") if key[0] is DataKind.SECRET else ""
         for key, body in sources.items()

@@ -26,15 +26,23 @@ copy can never land after the job's deletion removed its copies.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from suanli import metrics
 from suanli.api.computejob import ComputeJob
 from suanli.api.names import COPY_LABEL, JOB_UID_LABEL
 from suanli.api.reasons import JobReason
-from suanli.api.references import DataKind, data_keys, device_env_errors, template_references
+from suanli.api.references import (
+    DataKind,
+    Reference,
+    data_keys,
+    device_env_errors,
+    template_references,
+)
 from suanli.api.validation import format_errors
 from suanli.controller.jobs import JobBook
 from suanli.controller.ports import EventRecorder, Link, Members, TenantDataReader
@@ -45,6 +53,8 @@ from suanli.members.workload import job_labels, remote_name, remote_namespace
 
 logger = logging.getLogger(__name__)
 
+READ_CONCURRENCY: Final = 8
+"""Reads of referenced objects in flight at once for one job."""
 _MAY_REFER: Final = (b"secret", b"configMap")
 """A spec without either word names no tenant data: the resync skips it without parsing it."""
 
@@ -52,6 +62,25 @@ _MAY_REFER: Final = (b"secret", b"configMap")
 def copies_selector(uid: str) -> str:
     """The label selector of a job's copies on its member."""
     return f"{JOB_UID_LABEL}={uid},{COPY_LABEL}=true"
+
+
+async def read_sources(
+    hub: TenantDataReader, namespace: str, references: Iterable[Reference]
+) -> dict[tuple[DataKind, str], dict[str, Any]]:
+    """Each Secret and ConfigMap ``references`` name, read from ``namespace`` once, at most
+    :data:`READ_CONCURRENCY` at a time; one that does not exist is left out."""
+    keys = sorted({(r.kind, r.name) for r in references})
+    slots = asyncio.Semaphore(READ_CONCURRENCY)
+
+    async def read(kind: DataKind, name: str) -> dict[str, Any] | None:
+        async with slots:
+            try:
+                return await hub.core_get(kind.plural, namespace, name)
+            except NotFoundError:
+                return None
+
+    bodies = await asyncio.gather(*(read(kind, name) for kind, name in keys))
+    return {key: body for key, body in zip(keys, bodies, strict=True) if body is not None}
 
 
 class TenantDataRefusedError(LookupError):
@@ -83,18 +112,13 @@ class TenantData:
         references = template_references(job.spec.template)
         if not references:
             return
-        required = {(r.kind, r.name) for r in references if not r.optional}
-        paths = {(r.kind, r.name): r.path for r in references}
-        sources: dict[tuple[DataKind, str], dict[str, object]] = {}
-        for kind, name in sorted(paths):
-            try:
-                sources[(kind, name)] = await self.hub.core_get(kind.plural, namespace, name)
-            except NotFoundError:
-                if (kind, name) in required:
-                    raise LookupError(
-                        f"{paths[(kind, name)]}: {kind} {name!r} does not exist in namespace "
-                        f"{namespace!r}"
-                    ) from None
+        sources = await read_sources(self.hub, namespace, references)
+        for reference in references:
+            if not reference.optional and (reference.kind, reference.name) not in sources:
+                raise LookupError(
+                    f"{reference.path}: {reference.kind} {reference.name!r} does not exist in "
+                    f"namespace {namespace!r}"
+                )
         keys = {key: data_keys(key[0], source) for key, source in sources.items()}
         refused = device_env_errors(references, keys)
         if refused:
