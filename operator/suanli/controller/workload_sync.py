@@ -221,13 +221,13 @@ class WorkloadSync:
         if cause is CreateFailure.REFUSED:
             remaining = tracked.request.without(cluster, self.members.names())
             if remaining is None or never_placed(remaining, self.index):
-                await self._give_up(
+                self._give_up(
                     tracked, f"{message}; no other member may run it, so the job is not run"
                 )
                 return
             tracked.request = remaining
         if failures >= self.max_dispatch_failures:
-            await self._give_up(
+            self._give_up(
                 tracked,
                 f"{message}; gave up after {failures} failed creates, so the job is not run",
             )
@@ -247,7 +247,7 @@ class WorkloadSync:
         await self.writer.write(tracked)
         self.spawn(self._requeue_after(tracked, delay))
 
-    async def _give_up(self, tracked: TrackedJob, message: str) -> None:
+    def _give_up(self, tracked: TrackedJob, message: str) -> None:
         status = tracked.status
         status.cluster = None
         status.remote_ref = None
@@ -338,9 +338,10 @@ class WorkloadSync:
             int(spec.max_runtime.total_seconds()), spec.template, self.max_grace
         ).grace
 
-    async def withdraw_remote(self, tracked: TrackedJob) -> bool:
-        """Delete the job's remote Job, its pods (with the job's grace) and its copies, if it
-        has any; whether there was one to delete. Raises when the member does not answer."""
+    async def withdraw_remote(self, tracked: TrackedJob, grace: int | None = None) -> bool:
+        """Delete the job's remote Job, its pods (given ``grace``, the job's own by default) and
+        its copies, if it has any; whether there was one to delete. Raises when the member
+        does not answer."""
         async with tracked.remote_lock:
             cluster = tracked.dispatched_to
             ref = tracked.status.remote_ref
@@ -348,15 +349,16 @@ class WorkloadSync:
             if not cluster or ref is None or link is None:
                 return False
             self._services.discard(tracked.key)
-            await self.remove(link, ref.namespace, ref.name, tracked.key, self.grace_of(tracked))
+            grace = self.grace_of(tracked) if grace is None else grace
+            await self.remove(link, ref.namespace, ref.name, tracked.key, grace)
             return True
 
-    async def delete_remote(self, tracked: TrackedJob) -> bool:
+    async def delete_remote(self, tracked: TrackedJob, grace: int | None = None) -> bool:
         """:meth:`withdraw_remote`, for a job that is gone or leaves its member: a member that
         does not answer gets the copy deleted when it answers again (a stale copy), so this
         never waits on it. Whether the member answered."""
         try:
-            return await self.withdraw_remote(tracked)
+            return await self.withdraw_remote(tracked, grace)
         except Exception as error:
             cluster = tracked.dispatched_to or ""
             logger.warning(
@@ -381,10 +383,11 @@ class WorkloadSync:
         itself when there was nothing to stop or the member did not answer."""
         cluster = tracked.dispatched_to or ""
         ref = tracked.status.remote_ref
-        if not await self.delete_remote(tracked) or ref is None:
+        grace = self.grace_of(tracked)
+        if not await self.delete_remote(tracked, grace) or ref is None:
             return deleted_at
         link = self.members.link(cluster)
-        deadline = deleted_at + timedelta(seconds=self.grace_of(tracked))
+        deadline = deleted_at + timedelta(seconds=grace)
         selector = f"{JOB_UID_LABEL}={tracked.key}"
         while link is not None:
             now = whole_seconds(self.clock())
